@@ -1,0 +1,6 @@
+"""Network pruning (survey Sec. III): connection, channel/filter, layer and SVD pruning.
+
+Importing this package registers its techniques: ``prune.connection``, ``prune.channel``,
+``prune.layer``, ``prune.svd`` and ``prune.vd`` (sparse variational dropout).
+"""
+from dnnzip.prune import connection  # noqa: F401  (registers prune.connection)
