@@ -260,6 +260,73 @@ def compress(model: str = MODEL, recipe: str = typer.Option(..., "--recipe"),
     emit({"recipe": r.to_dict(), "stages": rows}, render)
 
 
+@app.command()
+def auto(model: str = MODEL, data: str = typer.Option("fashion-mnist", "--data"),
+         data_dir: Optional[str] = DATA_DIR, output: Path = typer.Option(..., "-o"),
+         arch: Optional[str] = ARCH, kwargs: Optional[str] = KWARGS, trust_pickle: bool = TRUST,
+         max_size: Optional[str] = typer.Option(None, "--max-size", help="e.g. 64KB"),
+         max_latency: Optional[str] = typer.Option(None, "--max-latency", help="e.g. 0.2ms"),
+         max_energy: Optional[str] = typer.Option(None, "--max-energy", help="e.g. 0.01mJ"),
+         min_accuracy: Optional[str] = typer.Option(None, "--min-accuracy", help="e.g. 0.88"),
+         max_accuracy_drop: Optional[str] = typer.Option(None, "--max-accuracy-drop",
+                                                         help="e.g. 1%"),
+         runtime: str = typer.Option("onnxruntime", "--runtime"),
+         trials: int = typer.Option(20, "--trials"),
+         sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | random"),
+         families: Optional[str] = typer.Option(None, "--families",
+                                                help="comma list, e.g. connection,share,int8"),
+         epochs: int = typer.Option(1, "--epochs", help="fine-tune epochs per trial"),
+         final_epochs: int = typer.Option(2, "--final-epochs"),
+         max_batches: Optional[int] = typer.Option(None, "--max-batches"),
+         storage: Optional[str] = typer.Option(None, "--storage",
+                                               help="Optuna storage URL (default: SQLite in -o)"),
+         workers: int = typer.Option(1, "--workers"),
+         seed: int = typer.Option(0, "--seed"), limit: Optional[int] = LIMIT):
+    """Choose the combination of techniques that fits the budget (AdaDeep, Eq. 25-27)."""
+    from dnnzip.budget import Budget
+    from dnnzip.search import AutoConfig, auto as run_auto
+    from dnnzip.search.space import SearchSpace
+    budget = Budget.parse(max_size=max_size, max_latency=max_latency, max_energy=max_energy,
+                          min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+                          runtime=runtime)
+    cfg = AutoConfig(trials=trials, sampler=sampler, seed=seed, finetune_epochs=epochs,
+                     final_epochs=final_epochs, max_batches=max_batches,
+                     families=tuple(families.split(",")) if families else SearchSpace().families)
+    bundle = _data(data, data_dir, seed, limit)
+    net = _model(model, arch, kwargs, trust_pickle, bundle)
+    result = run_auto(net, bundle, budget, out_dir=output, config=cfg, storage=storage,
+                      workers=workers, model_spec=model, data_spec=data,
+                      progress=not state.quiet and not state.json)
+    from dnnzip.report.summary import render_summary
+    emit(result.to_dict(), lambda d: out.print(render_summary(d)))
+
+
+@app.command("worker")
+def worker_cmd(storage: str = typer.Option(..., "--storage", help="the study's storage URL")):
+    """Join a running search (e.g. on PostgreSQL) and run trials until it has enough."""
+    from dnnzip.search import worker
+    n = worker(storage, progress=not state.quiet and not state.json)
+    emit({"trials_run": n}, lambda d: out.print(f"ran {n} trial(s)"))
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="run folder of dnnzip auto or compress")):
+    """(Re-)render runs/x/report.html from what the run folder holds."""
+    from dnnzip.report import render_run
+    path = render_run(run)
+    emit({"report": str(path)}, lambda d: out.print(f"wrote {path}"))
+
+
+@app.command()
+def demo(output: Path = typer.Option(Path("runs/demo"), "-o"),
+         quick: bool = typer.Option(False, "--quick", help="a few-minute version")):
+    """The main job end to end on the embedded default: LeNet-5 on Fashion-MNIST under a budget."""
+    from dnnzip.demo import run_demo
+    from dnnzip.report.summary import render_summary
+    result = run_demo(output, quick=quick, progress=not state.quiet and not state.json)
+    emit(result, lambda d: out.print(render_summary(d)))
+
+
 _GLOBAL_FLAGS = ("--json", "--quiet", "-q")
 
 
@@ -287,3 +354,7 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from dnnzip.data.bundle import (DEFAULT_CALIB_SIZE, DEFAULT_VAL_FRACTION, DataBundle,
                                 split_indices, subset)
@@ -84,8 +84,6 @@ def load(path: str | os.PathLike, *, seed: int = 0, limit: int | None = None,
     n_test = max(1, int(round(len(texts) * TEST_FRACTION)))
     pool, test_idx = np.sort(perm[n_test:]), np.sort(perm[:n_test])
     full = TextDataset(texts, torch.from_numpy(y))
-    from torch.utils.data import Subset
-
     pool_ds = Subset(full, pool.tolist())
     if limit is not None:
         pool_ds = subset(pool_ds, limit, seed)

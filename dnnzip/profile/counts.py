@@ -271,12 +271,14 @@ def layer_counts(tr: Trace) -> list[LayerCount]:
             rtype = type(m).__name__ if m is not None else getattr(ev.func, "__name__", "function")
             row = rows[key] = dict(name=key or type(m).__name__, type=rtype, params=total,
                                    params_nonzero=nz, macs_dense=0, macs_effective=0.0,
-                                   weight_bits=bits, output_elements=_numel(ev.output),
-                                   input_elements=sum(t.numel() for t in tensors_in(ev.args)),
+                                   weight_bits=bits, output_elements=0, input_elements=0,
                                    calls=0)
         row["macs_dense"] += d
         row["macs_effective"] += e
-        row["calls"] += 1
+        if ev.kind != "inner":  # elements summed over calls (a module reused in a loop)
+            row["calls"] += 1
+            row["output_elements"] += _numel(ev.output)
+            row["input_elements"] += sum(t.numel() for t in tensors_in(ev.args))
     b = tr.batch
     out = []
     for row in rows.values():

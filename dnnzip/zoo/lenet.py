@@ -12,7 +12,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from dnnzip.nn.spec import spec_module
-from dnnzip.zoo._common import ZooModule, check_bool, check_int, fail, image_size, pool_out
+from dnnzip.zoo._common import (ZooModule, check_bool, check_int, check_ints, fail, image_size,
+                                pool_out)
 
 
 @spec_module("zoo.LeNet5")

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from dnnzip.nn.spec import spec_module
-from dnnzip.zoo._common import (ZooModule, check_choice, check_float, check_int, fail, pool_out,
+from dnnzip.zoo._common import (ZooModule, check_choice, check_float, check_int, fail,
                                 scaled)
 
 

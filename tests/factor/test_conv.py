@@ -96,14 +96,12 @@ def test_non_conv_layer_is_named_error():
 
 
 def test_finetune_runs_through_ctx():
-    from torch.utils.data import TensorDataset
-
-    class Bundle:
-        train = TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,)))
+    from dnnzip.data.synthetic import synthetic
 
     model = cnn()
     out = apply_conv(model, ConvFactorConfig(ratio=0.5, finetune=True, distill=True),
-                     Context(data=Bundle(), epochs=1, max_batches=2, batch_size=16))
+                     Context(data=synthetic((1, 8, 8), 10, n=64), epochs=1, max_batches=2,
+                             batch_size=16))
     base = apply_conv(model, ConvFactorConfig(ratio=0.5), Context())
     changed = any(not torch.equal(a, b) for a, b in
                   zip(out.state_dict().values(), base.state_dict().values()))

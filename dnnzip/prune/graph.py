@@ -1,0 +1,203 @@
+"""Coupled channels: Torch-Pruning's dependency graph, with dnnzip's rules and checks around it.
+
+A *group* is one set of channels that must be removed together: a layer's output channels plus
+everything they touch (BatchNorm, the next layers' input channels, residual adds, concatenations,
+depthwise convs, flattens). Torch-Pruning finds the groups by tracing autograd; dnnzip adds:
+
+- a rule for GRU/LSTM hidden units (``dnnzip.prune.rnn``), and an opaque stand-in for the RNN
+  while tracing (on CPU PyTorch unrolls RNNs into gate ops, which Torch-Pruning would misread);
+- rules for connection-pruned ``prune.Masked*`` layers (their ``weight_mask`` is pruned too);
+- groups that reach the model output are never pruned (the output shape is kept);
+- a named ``UnsupportedLayerError`` for a layer with parameters and no rule, and for a model
+  that cannot be traced.
+
+``register_rule(cls, pruner)`` adds a rule (a Torch-Pruning ``BasePruningFunc``) for a class.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch_pruning.pruner import function as tpf
+
+from dnnzip.errors import ConfigError, UnsupportedLayerError
+from dnnzip.prune._util import matches
+from dnnzip.prune.masked import MaskedConv1d, MaskedConv2d, MaskedLinear
+from dnnzip.prune.rnn import RNN_TYPES, RNNHiddenPruner, check_rnn
+
+_BUILTIN = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear,
+            nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
+            nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU, nn.Embedding)
+
+
+class _MaskedMixin:
+    """Prune ``weight_mask`` together with ``weight`` (same dims)."""
+
+    def prune_out_channels(self, layer, idxs):
+        keep = [i for i in range(layer.weight_mask.shape[0]) if i not in set(idxs)]
+        super().prune_out_channels(layer, idxs)
+        layer.weight_mask = layer.weight_mask[keep].clone()
+        return layer
+
+    def prune_in_channels(self, layer, idxs):
+        keep = [i for i in range(layer.weight_mask.shape[1]) if i not in set(idxs)]
+        super().prune_in_channels(layer, idxs)
+        layer.weight_mask = layer.weight_mask[:, keep].clone()
+        return layer
+
+
+class _MaskedLinearPruner(_MaskedMixin, tpf.LinearPruner):
+    TARGET_MODULES = (MaskedLinear,)
+
+
+class _MaskedConvPruner(_MaskedMixin, tpf.ConvPruner):
+    TARGET_MODULES = (MaskedConv1d, MaskedConv2d)
+
+
+_RNN_RULE = RNNHiddenPruner()
+_RULES: dict[type, tpf.BasePruningFunc] = {
+    nn.GRU: _RNN_RULE, nn.LSTM: _RNN_RULE,
+    MaskedLinear: _MaskedLinearPruner(), MaskedConv1d: _MaskedConvPruner(),
+    MaskedConv2d: _MaskedConvPruner(),
+}
+
+
+def register_rule(cls: type, pruner: tpf.BasePruningFunc) -> None:
+    """Teach channel pruning a layer class: ``pruner`` implements prune_out/in_channels."""
+    _RULES[cls] = pruner
+
+
+@dataclass
+class Group:
+    """One set of coupled channels, rooted at a layer's output channels."""
+
+    name: str                 # the root layer's module name
+    root: nn.Module
+    handler: Callable
+    size: int                 # number of channels in the group
+    items: Any                # Torch-Pruning group with every channel (for scoring)
+    members: list[str]        # names of every layer the group touches
+
+    def deps(self):
+        """(module, is_output_side, idxs, root_idxs) of every parametrised layer in the group."""
+        out = []
+        for it in self.items:
+            m = it.dep.target.module
+            if isinstance(m, nn.Module) and any(True for _ in m.parameters(recurse=False)):
+                is_out = it.dep.handler.__name__ == "prune_out_channels"
+                out.append((m, is_out, list(it.idxs), list(it.root_idxs)))
+        return out
+
+
+class _Link(torch.autograd.Function):
+    """Identity on ``y`` whose autograd parent is ``x``: one opaque node per RNN while tracing."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, None
+
+
+@contextlib.contextmanager
+def _opaque_rnns(model: nn.Module):
+    patched = []
+
+    def make(m, orig):
+        def fwd(x, hx=None):
+            with torch.no_grad():
+                out, h = orig(x, hx)
+            out = _Link.apply(x, out)
+            h = tuple(_Link.apply(out, t) for t in h) if isinstance(h, tuple) else _Link.apply(out, h)
+            return out, h
+        return fwd
+
+    for m in model.modules():
+        if isinstance(m, RNN_TYPES):
+            m.forward = make(m, m.forward)
+            patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
+def _check_supported(model: nn.Module, ignore: Sequence[str]) -> None:
+    for name, m in model.named_modules():
+        if not name or matches(name, ignore):
+            continue
+        if isinstance(m, RNN_TYPES):
+            check_rnn(name, m)
+        if not any(True for _ in m.parameters(recurse=False)):
+            continue
+        if type(m) in _RULES or isinstance(m, _BUILTIN) or isinstance(m, nn.MultiheadAttention):
+            continue
+        raise UnsupportedLayerError(
+            f"'{name}' ({type(m).__name__}) has no pruning rule; add '{name}' to ignore= or "
+            "register a rule with dnnzip.prune.graph.register_rule(cls, pruner).")
+
+
+class Graph:
+    """Dependency graph of a model (traced on ``example``) and its prunable channel groups."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, *, ignore: Sequence[str] = ()):
+        _check_supported(model, ignore)
+        self.model = model
+        self.names = {m: n for n, m in model.named_modules()}
+        ignored = [m for n, m in model.named_modules() if n and matches(n, ignore)]
+        was_training = model.training
+        try:
+            with _opaque_rnns(model), torch.enable_grad():
+                self.dg = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=example, customized_pruners=dict(_RULES),
+                    ignored_layers=ignored, verbose=False)
+        except (UnsupportedLayerError, ConfigError):
+            raise
+        except Exception as exc:  # tracing failed inside the user's forward or Torch-Pruning
+            raise UnsupportedLayerError(
+                f"the model cannot be traced for channel pruning: {type(exc).__name__}: {exc}. "
+                "Rewrite that op with tensor operations autograd can follow, or add the layer "
+                "that uses it to ignore=.") from exc
+        finally:
+            model.train(was_training)
+        roots = (nn.Conv1d, nn.Conv2d, nn.Linear) + RNN_TYPES
+        self.groups: list[Group] = []
+        for g in self.dg.get_all_groups(root_module_types=roots):
+            if self._reaches_output(g):
+                continue
+            root = g[0].dep.target.module
+            if not isinstance(root, nn.Module) or root in ignored:
+                continue
+            members = [self.names[it.dep.target.module] for it in g
+                       if isinstance(it.dep.target.module, nn.Module)
+                       and it.dep.target.module in self.names]
+            self.groups.append(Group(self.names[root], root, g[0].dep.handler, len(g[0].idxs),
+                                     g, members))
+
+    @staticmethod
+    def _reaches_output(g) -> bool:
+        for it in g:
+            node = it.dep.target
+            if it.dep.handler.__name__ != "prune_out_channels":
+                continue
+            if not node.outputs or any(o.type == tp.ops.OPTYPE.OUTPUT for o in node.outputs):
+                return True
+        return False
+
+    def prune(self, group: Group, idxs: Sequence[int]) -> None:
+        """Remove channels ``idxs`` of ``group`` everywhere they appear."""
+        idxs = sorted(set(int(i) for i in idxs))
+        if not idxs:
+            return
+        if len(idxs) >= group.size:
+            raise ConfigError(
+                f"pruning would remove every channel ({group.size}) of layer '{group.name}'; keep at "
+                "least one: lower the ratio for it or add it to ignore=.")
+        self.dg.get_pruning_group(group.root, group.handler, idxs).prune()

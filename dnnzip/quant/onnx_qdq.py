@@ -1,0 +1,173 @@
+"""Export a ``quant.int8`` model to an ONNX QDQ graph with dnnzip's own scales.
+
+Each int8 layer becomes ``QuantizeLinear -> DequantizeLinear`` on its input, ``DequantizeLinear``
+of the stored int8 weights (per-channel, axis 0) and of an int32 bias (scale = input scale x
+weight scale), the float op, the fused ReLU, and ``QuantizeLinear -> DequantizeLinear`` on its
+output. ONNX Runtime's QDQ transformers fuse these node groups into integer kernels
+(QLinearConv, QGemm / QLinearMatMul, MatMulIntegerToFloat...); ``int8_ops`` reads the optimized
+graph back so callers can check that integer kernels actually run.
+
+The QDQ nodes come from three tiny ``torch.library`` ops translated by the dynamo exporter's
+``custom_translation_table``, so the numbers in the graph are exactly the module's buffers.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dnnzip.errors import ConfigError, UnsupportedLayerError
+
+INT8_KERNELS = {"QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger",
+                "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearAdd", "QAttention"}
+
+
+@torch.library.custom_op("dnnzip::qdq_u8", mutates_args=())
+def _qdq_u8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 255)
+
+
+@_qdq_u8.register_fake
+def _(x, scale, zero_point):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("dnnzip::dq_axis0", mutates_args=())
+def _dq_axis0(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.to(torch.float32) * scale.reshape([-1] + [1] * (q.dim() - 1))
+
+
+@_dq_axis0.register_fake
+def _(q, scale):
+    return torch.empty(q.shape, dtype=torch.float32)
+
+
+def _translations():
+    from onnxscript import opset18 as op
+
+    def qdq_u8(x, scale: float, zero_point: int):
+        s = op.Constant(value_float=scale)
+        z = op.Cast(op.Constant(value_int=zero_point), to=2)  # UINT8
+        return op.DequantizeLinear(op.QuantizeLinear(x, s, z), s, z)
+
+    def dq_axis0(q, scale):
+        return op.DequantizeLinear(q, scale, axis=0)
+
+    return {torch.ops.dnnzip.qdq_u8.default: qdq_u8, torch.ops.dnnzip.dq_axis0.default: dq_axis0}
+
+
+def export_forward(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The forward of an int8 layer while exporting (constants were prepared by ``_prepare``)."""
+    c = mod._export_consts
+    if c["quant_in"]:
+        x = _qdq_u8(x, c["in_scale"], c["in_zp"])
+    w = _dq_axis0(mod.weight, mod.weight_scale)
+    b = _dq_axis0(c["bias_q"], c["bias_scale"]) if c["bias_q"] is not None else mod.bias
+    y = mod.op(x, w, b)
+    if mod.relu:
+        y = torch.relu(y)
+    if c["quant_out"]:
+        y = _qdq_u8(y, c["out_scale"], c["out_zp"])
+    return y
+
+
+def _prepare(model: nn.Module) -> int:
+    from dnnzip.quant.modules import Int8Layer
+
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, Int8Layer):
+            q_in = bool(mod.quant_input and mod.act_bits)
+            q_out = bool(mod.quant_output and mod.act_bits)
+            if mod.act_bits not in (0, 8):
+                raise ConfigError(f"int8 export needs 8-bit activations, got {mod.act_bits}")
+            bias_q = mod.bias_int32() if (mod.bias is not None and q_in) else None
+            mod._export_consts = dict(
+                quant_in=q_in, quant_out=q_out,
+                in_scale=float(mod.in_scale), in_zp=int(mod.in_zp),
+                out_scale=float(mod.out_scale), out_zp=int(mod.out_zp),
+                bias_q=bias_q,
+                bias_scale=(mod.in_scale * mod.weight_scale).float() if bias_q is not None else None)
+            mod._export = True
+            n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    path: str
+    bytes: int
+    graph_ops: dict[str, int]      # node types of the exported QDQ graph
+    runtime_ops: dict[str, int]    # node types after ONNX Runtime's optimizations
+    int8_ops: dict[str, int]       # the integer kernels among runtime_ops
+
+
+def export_int8(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, *,
+                opset: int = 18) -> ExportInfo:
+    """Write ``model`` (output of ``quant.int8``) as an ONNX QDQ graph at ``path``.
+
+    Raises ConfigError if the model has no int8 layers, UnsupportedLayerError naming the op the
+    exporter could not translate.
+    """
+    model = copy.deepcopy(model).eval()
+    if _prepare(model) == 0:
+        raise ConfigError("export_int8: the model has no int8 layers; apply 'quant.int8' first "
+                          "(dnnzip.registry.apply('quant.int8', model, ctx=...)).")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
+                                 custom_translation_table=_translations(), verbose=False,
+                                 input_names=["input"], output_names=["output"],
+                                 dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        prog.save(str(tmp), external_data=False)
+        os.replace(tmp, path)
+    except Exception as exc:
+        raise UnsupportedLayerError(_export_message(exc)) from exc
+    graph = op_types(path)
+    runtime = runtime_op_types(path)
+    return ExportInfo(str(path), path.stat().st_size, graph, runtime,
+                      {k: v for k, v in runtime.items() if k in INT8_KERNELS})
+
+
+def _export_message(exc: Exception) -> str:
+    text = str(exc)
+    m = re.search(r"(aten[:.]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)", text)
+    op = m.group(1) if m else type(exc).__name__
+    first = text.strip().splitlines()[0][:300] if text.strip() else ""
+    return (f"ONNX int8 export failed at op '{op}': {first}. Add the module using it to "
+            "quant.int8's ignore= or replace it with an exportable layer.")
+
+
+def op_types(path: str | os.PathLike) -> dict[str, int]:
+    import onnx
+    return dict(Counter(n.op_type for n in onnx.load(str(path)).graph.node))
+
+
+def session(path: str | os.PathLike, *, threads: int = 1, optimized_path: str | None = None):
+    """An ONNX Runtime CPU session with all graph optimizations and ``threads`` threads."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def runtime_op_types(path: str | os.PathLike) -> dict[str, int]:
+    """Node types of the graph ONNX Runtime actually executes (its optimized model)."""
+    with tempfile.TemporaryDirectory() as d:
+        opt = os.path.join(d, "optimized.onnx")
+        session(path, optimized_path=opt)
+        return op_types(opt)
