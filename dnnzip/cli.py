@@ -69,8 +69,9 @@ def _data(spec: str | None, data_dir: str | None, seed: int = 0, limit: int | No
 def _model(spec: str, arch: str | None, kwargs: str | None, trust_pickle: bool, data=None):
     from dnnzip.load import load_model
     kw = _kwargs(kwargs)
-    if data is not None and arch is None and "/" not in spec and not Path(spec).exists():
-        from dnnzip.zoo import kwargs_for_data
+    from dnnzip import zoo
+    if data is not None and arch is None and spec in zoo.names() and not Path(spec).exists():
+        from dnnzip.load import kwargs_for_data
         kw = {**kwargs_for_data(spec, data), **kw}
     return load_model(spec, arch=arch, kwargs=kw, trust_pickle=trust_pickle)
 
@@ -281,6 +282,7 @@ def auto(model: str = MODEL, data: str = typer.Option("fashion-mnist", "--data")
          storage: Optional[str] = typer.Option(None, "--storage",
                                                help="Optuna storage URL (default: SQLite in -o)"),
          workers: int = typer.Option(1, "--workers"),
+         study: str = typer.Option("dnnzip-auto", "--study", help="study name in the storage"),
          seed: int = typer.Option(0, "--seed"), limit: Optional[int] = LIMIT):
     """Choose the combination of techniques that fits the budget (AdaDeep, Eq. 25-27)."""
     from dnnzip.budget import Budget
@@ -295,17 +297,20 @@ def auto(model: str = MODEL, data: str = typer.Option("fashion-mnist", "--data")
     bundle = _data(data, data_dir, seed, limit)
     net = _model(model, arch, kwargs, trust_pickle, bundle)
     result = run_auto(net, bundle, budget, out_dir=output, config=cfg, storage=storage,
-                      workers=workers, model_spec=model, data_spec=data,
+                      workers=workers, model_spec=model, data_spec=data, study_name=study,
                       progress=not state.quiet and not state.json)
     from dnnzip.report.summary import render_summary
     emit(result.to_dict(), lambda d: out.print(render_summary(d)))
 
 
 @app.command("worker")
-def worker_cmd(storage: str = typer.Option(..., "--storage", help="the study's storage URL")):
+def worker_cmd(storage: str = typer.Option(..., "--storage", help="the study's storage URL"),
+               study: str = typer.Option("dnnzip-auto", "--study", help="study name"),
+               output: Optional[Path] = typer.Option(None, "-o", help="folder for trial files")):
     """Join a running search (e.g. on PostgreSQL) and run trials until it has enough."""
     from dnnzip.search import worker
-    n = worker(storage, progress=not state.quiet and not state.json)
+    n = worker(storage, study_name=study, out_dir=output,
+               progress=not state.quiet and not state.json)
     emit({"trials_run": n}, lambda d: out.print(f"ran {n} trial(s)"))
 
 

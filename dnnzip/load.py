@@ -94,3 +94,17 @@ def save_trained(model: nn.Module, path: str | os.PathLike) -> int:
     meta = {REF_KEY: json.dumps(ref, sort_keys=True)} if ref else {}
     save_weights(model.state_dict(), path, metadata=meta)
     return os.path.getsize(path)
+
+
+def kwargs_for_data(name: str, data) -> dict[str, Any]:
+    """Zoo kwargs that fit ``data``'s input geometry and class count (only those the model takes)."""
+    from dnnzip import zoo
+
+    accepted = zoo.options(name)
+    shape = tuple(data.input_shape)
+    kw: dict[str, Any] = {"num_classes": int(data.num_classes), "in_channels": int(shape[0])}
+    if len(shape) == 3:
+        kw["input_size"] = [int(shape[1]), int(shape[2])] if shape[1] != shape[2] else int(shape[1])
+    elif len(shape) == 2:
+        kw["length"] = int(shape[1])
+    return {k: v for k, v in kw.items() if k in accepted}

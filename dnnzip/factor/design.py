@@ -169,7 +169,8 @@ def _thin(model: nn.Module, width: float, x: torch.Tensor, pointwise: list[nn.Mo
     import torch_pruning as tp
 
     ratios = {m: 1.0 - width for m in pointwise}
-    keep = [m for m in model.modules() if isinstance(m, (nn.Linear, *_CONVS)) and m not in ratios]
+    keep = [m for m in model.modules() if isinstance(m, (nn.Linear, *_CONVS)) and m not in ratios
+            and not (isinstance(m, _CONVS) and m.groups == m.in_channels > 1)]  # dw follows pw
     pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
                                        pruning_ratio=0.0, pruning_ratio_dict=ratios,
                                        ignored_layers=keep)

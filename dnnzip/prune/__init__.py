@@ -4,3 +4,4 @@ Importing this package registers its techniques: ``prune.connection``, ``prune.c
 ``prune.layer``, ``prune.svd`` and ``prune.vd`` (sparse variational dropout).
 """
 from dnnzip.prune import connection  # noqa: F401  (registers prune.connection)
+from dnnzip.prune import channel  # noqa: F401  (registers prune.channel)

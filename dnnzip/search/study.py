@@ -107,7 +107,7 @@ class Search:
     def __init__(self, model: nn.Module, data, budget: Budget, *, out_dir: str | os.PathLike,
                  config: AutoConfig = AutoConfig(), storage: str | None = None,
                  model_spec: str | None = None, data_spec: str | None = None,
-                 progress: bool = False):
+                 progress: bool = False, study_name: str = st.STUDY_NAME):
         if budget.is_empty():
             raise ConfigError("auto needs at least one constraint: --max-size, --max-latency, "
                               "--max-energy, --min-accuracy or --max-accuracy-drop")
@@ -117,6 +117,7 @@ class Search:
         self.progress = progress
         self.space = SearchSpace(config.families, config.finetune_epochs).restrict_to(model)
         self.url = st.storage_url(self.out, storage)
+        self.study_name = study_name
         self._check_run_folder(model_spec, data_spec)
         self.baseline = self._baseline()
         self.objective = AdaDeepObjective(budget, self.baseline.point(), config.lambda1,
@@ -127,7 +128,8 @@ class Search:
     def _check_run_folder(self, model_spec, data_spec) -> None:
         run = self.out / "run.json"
         info = {"format": RUN_FORMAT, "model": model_spec, "data": data_spec,
-                "budget": asdict(self.budget), "config": asdict(self.cfg), "storage": self.url}
+                "budget": asdict(self.budget), "config": asdict(self.cfg), "storage": self.url,
+                "study": self.study_name}
         if run.is_file():
             old = json.loads(run.read_text())
             if old.get("format") != RUN_FORMAT:
@@ -155,7 +157,7 @@ class Search:
     def _open_study(self) -> optuna.Study:
         storage = st.open_storage(self.url)
         study = optuna.create_study(
-            storage=storage, study_name=st.STUDY_NAME, load_if_exists=True,
+            storage=storage, study_name=self.study_name, load_if_exists=True,
             sampler=_sampler(self.cfg, None),
             **({"directions": ["maximize", "minimize", "minimize"]}
                if self.cfg.sampler == "nsga2" else {"direction": "maximize"}))
@@ -289,10 +291,11 @@ class Search:
 def auto(model: nn.Module, data, budget: Budget, *, out_dir: str | os.PathLike,
          config: AutoConfig = AutoConfig(), storage: str | None = None, workers: int = 1,
          model_spec: str | None = None, data_spec: str | None = None,
-         progress: bool = False) -> AutoResult:
+         progress: bool = False, study_name: str = st.STUDY_NAME) -> AutoResult:
     """Search, fine-tune the finalists, write ``best.dnz``, ``summary.json`` and the report."""
     search = Search(model, data, budget, out_dir=out_dir, config=config, storage=storage,
-                    model_spec=model_spec, data_spec=data_spec, progress=progress)
+                    model_spec=model_spec, data_spec=data_spec, progress=progress,
+                    study_name=study_name)
     procs = _spawn_workers(search, workers - 1)
     try:
         search.run_trials()
@@ -314,7 +317,8 @@ def _spawn_workers(search: Search, n: int) -> list:
     if not search.run_info.get("model") or not search.run_info.get("data"):
         raise ConfigError("--workers needs the model and data given as a path/name (not a Python "
                           "object) so that worker processes can load them")
-    cmd = [sys.executable, "-m", "dnnzip.cli", "--quiet", "worker", "--storage", search.url]
+    cmd = [sys.executable, "-m", "dnnzip.cli", "--quiet", "worker", "--storage", search.url,
+           "--study", search.study_name, "-o", str(search.out)]
     return [subprocess.Popen(cmd) for _ in range(n)]
 
 
@@ -326,9 +330,18 @@ def _render_report(out: Path) -> None:
     render_run(out)
 
 
-def worker(storage_url: str, *, progress: bool = False) -> int:
-    """Join an existing study: rebuild its model/data/budget from the study and run trials."""
-    study = optuna.load_study(study_name=st.STUDY_NAME, storage=st.open_storage(storage_url))
+def worker(storage_url: str, *, study_name: str = st.STUDY_NAME,
+           out_dir: str | os.PathLike | None = None, progress: bool = False) -> int:
+    """Join an existing study: rebuild its model/data/budget from the study and run trials.
+
+    Trial folders go to ``out_dir`` (default: the study's own folder for SQLite, else
+    ``runs/worker-HOST-PID``). Returns how many trials this worker completed.
+    """
+    try:
+        study = optuna.load_study(study_name=study_name, storage=st.open_storage(storage_url))
+    except KeyError:
+        raise ConfigError(f"no study named {study_name!r} in {storage_url!r}; start it with "
+                          "dnnzip auto (same --storage and --study)") from None
     run = study.user_attrs.get("run")
     if not run:
         raise ConfigError(f"study in {storage_url!r} has no run description; start it with "
@@ -338,11 +351,13 @@ def worker(storage_url: str, *, progress: bool = False) -> int:
     data = load_data(run["data"], seed=run["config"].get("seed", 0))
     model = load_model(run["model"])
     cfg = AutoConfig(**{**run["config"], "families": tuple(run["config"]["families"])})
-    out = Path(run["storage"].removeprefix("sqlite:///")).parent if run["storage"].startswith(
-        "sqlite") else Path(f"runs/worker-{st.worker_id().replace(':', '-')}")
-    s = Search(model, data, Budget(**run["budget"]), out_dir=out, config=cfg,
+    if out_dir is None:
+        out_dir = (Path(run["storage"].removeprefix("sqlite:///")).parent
+                   if run["storage"].startswith("sqlite")
+                   else Path(f"runs/worker-{st.worker_id().replace(':', '-')}"))
+    s = Search(model, data, Budget(**run["budget"]), out_dir=out_dir, config=cfg,
                storage=storage_url, model_spec=run["model"], data_spec=run["data"],
-               progress=progress)
-    before = len(s.completed())
+               progress=progress, study_name=study_name)
+    mine = st.worker_id()
     s.run_trials()
-    return len(s.completed()) - before
+    return sum(1 for t in s.completed() if t.user_attrs.get("worker") == mine)
