@@ -358,7 +358,7 @@ def fit(model: nn.Module, data: Any, settings: TrainSettings | None = None, *,
                         loss = loss + extra_loss(model, x, y, logits)
                     if not torch.isfinite(loss):
                         raise DivergedError(
-                            f"fit: the loss became {float(loss)} at epoch {epoch + 1}, batch "
+                            f"fit: the loss became {float(loss.detach())} at epoch {epoch + 1}, batch "
                             f"{i + 1} (lr {lr:.3g}); expected a finite loss. Lower the learning "
                             f"rate (now {s.lr:g}), check the inputs for extreme values, or "
                             f"reduce the weight of extra_loss.")

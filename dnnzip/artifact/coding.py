@@ -243,6 +243,7 @@ def _huffman_decode(buf, meta: dict, count: int, alphabet: int) -> np.ndarray:
     if lengths.max() > MAX_HUFFMAN_LEN or not lengths.any():
         raise FormatError(f"Huffman code lengths must be in 1..{MAX_HUFFMAN_LEN} for at least "
                           "one symbol")
+    sym, step, max_len = _huffman_table(lengths)
     total = int(lane_bits.sum())
     if (total + 7) // 8 != len(payload):
         raise FormatError(f"Huffman lanes claim {total} bits but the payload has {len(payload)} "
@@ -251,7 +252,6 @@ def _huffman_decode(buf, meta: dict, count: int, alphabet: int) -> np.ndarray:
     used = lengths[lengths > 0]
     if (lane_bits < per_lane * used.min()).any() or (lane_bits > per_lane * used.max()).any():
         raise FormatError("Huffman lane lengths are inconsistent with the symbol count")
-    sym, step, max_len = _huffman_table(lengths)
     padded = np.concatenate([payload, np.zeros(3, dtype=np.uint8)]).astype(np.uint32)
     w24 = (padded[:-2] << 16) | (padded[1:-1] << 8) | padded[2:]
     last = len(w24) - 1

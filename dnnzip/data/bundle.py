@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from dnnzip.errors import DataError
 
@@ -87,6 +87,13 @@ def subset(ds: Dataset, n: int, seed: int) -> Dataset:
     return Subset(ds, idx.tolist())
 
 
+def collate(batch: list) -> Any:
+    """``default_collate``, except a batch of texts becomes ``(list[str], LongTensor)``."""
+    if batch and isinstance(batch[0][0], str):
+        return [b[0] for b in batch], torch.stack([torch.as_tensor(b[1]) for b in batch])
+    return default_collate(batch)
+
+
 @dataclass(frozen=True)
 class DataBundle:
     """The four splits of one dataset and what a model needs to know about them.
@@ -142,7 +149,7 @@ class DataBundle:
         """A single-process ``DataLoader``; with ``shuffle`` the order depends only on ``seed``."""
         gen = torch.Generator().manual_seed(int(seed))
         return DataLoader(self.split(split), batch_size=int(batch_size), shuffle=shuffle,
-                          generator=gen, drop_last=drop_last)
+                          generator=gen, drop_last=drop_last, collate_fn=collate)
 
     def example_input(self, n: int = 8) -> Any:
         """The first ``n`` calibration inputs as one batch (a list of ``str`` for text)."""

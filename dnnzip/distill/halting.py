@@ -79,8 +79,12 @@ def fit_student(student: nn.Module, ctx: Context, *, loss_fn: Callable | None = 
     plain = step is None and loader is None and not extra_params and patience == 0
     finetune = _trainer_finetune() if plain else None
     if finetune is not None:
-        finetune(student, ctx, loss_fn=loss_fn)
-        return FitLog(epochs=ctx.epochs, trainer="dnnzip.train")
+        result = finetune(student, ctx, loss_fn=loss_fn)
+        history = [{"epoch": h.epoch - 1, "loss": h.train_loss, "val_score": h.val_score}
+                   for h in getattr(result, "history", [])]
+        return FitLog(epochs=len(history) or ctx.epochs, history=history,
+                      best_epoch=getattr(result, "best_epoch", 0) - 1,
+                      halted=bool(getattr(result, "stopped_early", False)), trainer="dnnzip.train")
     step = step or logits_step(loss_fn)
     loader = loader or train_loader(ctx.data.train, ctx)
     halting = HaltingMonitor(teacher, ctx, patience, min_delta) if patience > 0 else None

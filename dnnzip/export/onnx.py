@@ -142,3 +142,24 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, example: Any, *, rtol:
                           f"{diff:.3g} (rtol={rtol}, atol={atol}); re-export it or use "
                           f"--runtime torch")
     return diff
+
+
+def has_int8_layers(model: nn.Module) -> bool:
+    """Whether ``model`` holds ``dnnzip.quant`` int8 layers (exported as a QDQ graph)."""
+    try:
+        from dnnzip.quant.modules import Int8Layer
+    except ImportError:
+        return False
+    return any(isinstance(m, Int8Layer) for m in model.modules())
+
+
+def export_for_runtime(model: nn.Module, example: Any, path: str | os.PathLike) -> Path:
+    """The ONNX graph ONNX Runtime should run: int8 models as their QDQ graph
+    (``dnnzip.quant.onnx_qdq.export_int8``, integer kernels), others with ``to_onnx``."""
+    if has_int8_layers(model):
+        from dnnzip.quant.onnx_qdq import export_int8
+
+        x = example[0] if isinstance(example, tuple) else example
+        export_int8(model, x, path)
+        return Path(path)
+    return to_onnx(model, example, path)

@@ -15,7 +15,9 @@ Conventions (all figures are *counted*, per sample: totals are divided by the ba
 - ``macs_effective`` scales each weight's MACs by its fraction of non-zero entries: connection
   pruning keeps zeros in place (masks), so a sparse engine skips them (Han et al. 2015; survey
   Sec. III-A). A module's effective weight is ``module.effective_weight()`` if it defines one,
-  else ``weight * weight_mask`` if it has a ``weight_mask`` buffer, else ``weight``.
+  else ``module.weight_float()`` (dnnzip.quant layers), else ``weight * weight_mask`` if it has a
+  ``weight_mask`` buffer, else ``weight``. A ``weight``/``bias`` kept in a buffer (integer codes)
+  counts as a parameter.
 - ``weight_bits``: a module's ``weight_bits`` attribute (custom quantized modules set it), else the
   bit width of its weight dtype (32 for float32).
 """
@@ -64,10 +66,15 @@ def is_atomic(module: nn.Module) -> bool:
     return isinstance(module, RULE_TYPES) or next(module.children(), None) is None
 
 
+_EFFECTIVE = ("effective_weight", "weight_float")  # the latter: dnnzip.quant layers
+
+
 def effective_weight(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
     """The weight a pruned/quantized module really multiplies with (see module docstring)."""
-    if name == "weight" and callable(getattr(module, "effective_weight", None)):
-        return module.effective_weight().detach()
+    if name == "weight":
+        for attr in _EFFECTIVE:
+            if callable(getattr(module, attr, None)):
+                return getattr(module, attr)().detach()
     w = getattr(module, name, None)
     if not isinstance(w, torch.Tensor):
         return None
@@ -96,22 +103,21 @@ def _bits(module: nn.Module | None, w: torch.Tensor | None = None) -> int:
 
 def _own_params(module: nn.Module, seen: set[int]) -> tuple[int, int]:
     """(total, non-zero) of ``module``'s own parameters not in ``seen``; its effective weight
-    stands for ``weight``. A module that keeps its weight in buffers (integer codes) but defines
-    ``effective_weight()`` counts that weight as parameters."""
+    stands for ``weight``. A ``weight``/``bias`` held in a buffer (quantized modules keep integer
+    codes there) counts as a parameter; other buffers (BatchNorm statistics) do not."""
     total = nonzero = 0
-    for pname, p in module.named_parameters(recurse=False):
+    tensors = dict(module.named_parameters(recurse=False))
+    for bname in ("weight", "bias"):
+        b = module._buffers.get(bname)
+        if isinstance(b, torch.Tensor) and bname not in tensors:
+            tensors[bname] = b
+    for pname, p in tensors.items():
         if id(p) in seen:
             continue
         seen.add(id(p))
         w = effective_weight(module, pname)
         total += p.numel()
         nonzero += int(torch.count_nonzero(w if w is not None and w.shape == p.shape else p.detach()))
-    if callable(getattr(module, "effective_weight", None)) and \
-            not isinstance(getattr(module, "weight", None), nn.Parameter) and id(module) not in seen:
-        seen.add(id(module))
-        w = module.effective_weight().detach()
-        total += w.numel()
-        nonzero += int(torch.count_nonzero(w))
     return total, nonzero
 
 

@@ -7,8 +7,8 @@ Model (after Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm, and its 
       + sum_layers ceil(nonzero_weights * b / 32) * dram_read_32bit       weights, read once
       + sum_layers (input + output elements) * a / 32 * sram_read_32bit   activations
 
-``b`` is the layer's weight bit width and ``a`` its activation bit width (``activation_bits``
-attribute of the module, default 32). Arithmetic cost is looked up by kind and width: float32
+``b`` is the layer's weight bit width and ``a`` its activation bit width (``activation_bits`` or
+``act_bits`` attribute of the module, default 32). Arithmetic cost is looked up by kind and width: float32
 layers use the fp32 entries, 16-bit float weights fp16, integer widths the smallest integer entry
 that is at least as wide (int8 for 1..8 bits, int32 for 9..32) — Horowitz lists no narrower
 integer unit, so sub-8-bit layers are charged as int8 (conservative). The add is charged at the
@@ -141,8 +141,11 @@ def layer_kinds(model) -> tuple[dict[str, bool], dict[str, int]]:
     for name, m in model.named_modules():
         if getattr(m, "weight_bits", None) is not None:
             floating[name] = bool(getattr(m, "floating", False))
-        if isinstance(getattr(m, "activation_bits", None), int):
-            abits[name] = m.activation_bits
+        for attr in ("activation_bits", "act_bits"):  # act_bits: dnnzip.quant layers
+            bits = getattr(m, attr, None)
+            if isinstance(bits, int) and not isinstance(bits, bool):
+                abits[name] = bits or 32  # 0 = float activations
+                break
     return floating, abits
 
 

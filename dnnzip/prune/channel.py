@@ -133,21 +133,41 @@ def score_groups(model: nn.Module, graph: Graph, config: ChannelPruneConfig, ctx
     return scores, cols
 
 
+def channel_groups(group: Group) -> int:
+    """Grouped convs (not depthwise) in a group must lose the same channels in every conv group."""
+    cg = 1
+    for m, _, _, _ in group.deps():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and 1 < m.groups < max(m.in_channels, m.out_channels):
+            if not (m.groups == m.in_channels == m.out_channels):
+                cg = math.lcm(cg, m.groups)
+    return cg if group.size % cg == 0 else 1
+
+
+def lowest(scores: torch.Tensor, k: int, cg: int = 1) -> list[int]:
+    """The ``k`` lowest-scored channels; with ``cg`` conv groups, the same positions in each."""
+    if cg == 1:
+        return sorted(int(i) for i in torch.argsort(scores, stable=True)[:k])
+    chunk = scores.numel() // cg
+    per = torch.argsort(scores.view(cg, chunk).mean(0), stable=True)[:k // cg]
+    return sorted(int(c * chunk + j) for c in range(cg) for j in per)
+
+
 def select(graph: Graph, scores: dict, config: ChannelPruneConfig) -> dict:
     """Channels to remove per group: name -> sorted list of indices."""
     out = {}
+    cgs = {g.name: channel_groups(g) for g in graph.groups}
     if config.threshold is not None:
         for g in graph.groups:
             s = scores[g.name]
             cap = math.floor(config.max_layer_ratio * g.size)
             cand = [int(i) for i in torch.argsort(s, stable=True)
                     if s[i] < config.threshold * s.max()]
-            out[g.name] = sorted(cand[:cap])
+            out[g.name] = lowest(s, min(len(cand), cap), cgs[g.name])
         return out
     if config.scope is Scope.LAYER:
         for g in graph.groups:
             k = math.floor(lookup(config.layer_ratios, g.name, config.ratio) * g.size + 1e-9)
-            out[g.name] = sorted(int(i) for i in torch.argsort(scores[g.name], stable=True)[:k])
+            out[g.name] = lowest(scores[g.name], k, cgs[g.name])
         return out
     pool = []
     for g in graph.groups:
@@ -164,7 +184,8 @@ def select(graph: Graph, scores: dict, config: ChannelPruneConfig) -> dict:
         if len(out[name]) < caps[name]:
             out[name].append(i)
             budget -= 1
-    return {k: sorted(v) for k, v in out.items()}
+    return {name: (sorted(v) if cgs[name] == 1 else lowest(scores[name], len(v), cgs[name]))
+            for name, v in out.items()}
 
 
 def prune_model(model: nn.Module, config: ChannelPruneConfig, ctx: Context) -> dict:

@@ -94,15 +94,16 @@ class Group:
 
 
 class _Link(torch.autograd.Function):
-    """Identity on ``y`` whose autograd parent is ``x``: one opaque node per RNN while tracing."""
+    """Identity on ``y`` whose autograd parents are ``x`` (and the RNN weight ``w``): one opaque
+    node per RNN while tracing."""
 
     @staticmethod
-    def forward(ctx, x, y):
+    def forward(ctx, x, y, w):
         return y.clone()
 
     @staticmethod
     def backward(ctx, g):
-        return None, None
+        return None, None, None
 
 
 @contextlib.contextmanager
@@ -113,8 +114,10 @@ def _opaque_rnns(model: nn.Module):
         def fwd(x, hx=None):
             with torch.no_grad():
                 out, h = orig(x, hx)
-            out = _Link.apply(x, out)
-            h = tuple(_Link.apply(out, t) for t in h) if isinstance(h, tuple) else _Link.apply(out, h)
+            w = m.weight_ih_l0  # keeps the node in the graph when x needs no gradient
+            out = _Link.apply(x, out, w)
+            h = (tuple(_Link.apply(out, t, w) for t in h) if isinstance(h, tuple)
+                 else _Link.apply(out, h, w))
             return out, h
         return fwd
 

@@ -82,7 +82,8 @@ class Scheme:
     weight_fq: Callable[[str, nn.Module], Callable[[torch.Tensor], torch.Tensor]]
     finalize: Callable[[str, FakeQuantLayer], nn.Module]
     act_bits: Callable[[str], int]
-    input_fn: Callable[[str, nn.Module], nn.Module | None] = lambda name, layer: None
+    input_fn: Callable[[str, nn.Module, Observer], nn.Module | None] = (
+        lambda name, layer, observer: None)
 
 
 def build(model: nn.Module, scheme: Scheme, ctx: Context, *, ignore: tuple[str, ...],
@@ -120,7 +121,7 @@ def build(model: nn.Module, scheme: Scheme, ctx: Context, *, ignore: tuple[str, 
         wrappers[name] = FakeQuantLayer(
             layer, scheme.weight_fq(name, layer), act_bits=scheme.act_bits(name),
             relu=name in facts.relu_after, in_range=in_rng, out_range=out_rng,
-            input_fn=scheme.input_fn(name, layer))
+            input_fn=scheme.input_fn(name, layer, ins[name]))
         _swap(model, name, wrappers[name])
         relu_name = facts.relu_after.get(name)
         if relu_name:

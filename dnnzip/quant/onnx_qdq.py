@@ -66,16 +66,21 @@ def _translations():
 def export_forward(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The forward of an int8 layer while exporting (constants were prepared by ``_prepare``)."""
     c = mod._export_consts
+    as_conv = mod.kind == "linear" and x.dim() == 2  # per-channel QGemm does not fuse in ORT
+    weight = mod.weight
+    if as_conv:  # Linear as a 1x1 Conv so ORT runs QLinearConv with per-channel scales
+        x = x.reshape(x.shape[0], -1, 1, 1)
+        weight = weight.reshape(*weight.shape, 1, 1)
     if c["quant_in"]:
         x = _qdq_u8(x, c["in_scale"], c["in_zp"])
-    w = _dq_axis0(mod.weight, mod.weight_scale)
+    w = _dq_axis0(weight, mod.weight_scale)
     b = _dq_axis0(c["bias_q"], c["bias_scale"]) if c["bias_q"] is not None else mod.bias
-    y = mod.op(x, w, b)
+    y = torch.nn.functional.conv2d(x, w, b) if as_conv else mod.op(x, w, b)
     if mod.relu:
         y = torch.relu(y)
     if c["quant_out"]:
         y = _qdq_u8(y, c["out_scale"], c["out_zp"])
-    return y
+    return y.reshape(y.shape[0], -1) if as_conv else y
 
 
 def _prepare(model: nn.Module) -> int:
@@ -129,6 +134,7 @@ def export_int8(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
         tmp = path.with_suffix(path.suffix + ".tmp")
         prog.save(str(tmp), external_data=False)
+        strip(tmp)
         os.replace(tmp, path)
     except Exception as exc:
         raise UnsupportedLayerError(_export_message(exc)) from exc
@@ -145,6 +151,20 @@ def _export_message(exc: Exception) -> str:
     first = text.strip().splitlines()[0][:300] if text.strip() else ""
     return (f"ONNX int8 export failed at op '{op}': {first}. Add the module using it to "
             "quant.int8's ignore= or replace it with an exportable layer.")
+
+
+def strip(path: str | os.PathLike) -> None:
+    """Drop the exporter's per-node metadata (stack traces, names) and value_info in place:
+    tens of KB on a small model, and nothing ONNX Runtime needs."""
+    import onnx
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
+    del model.metadata_props[:]
+    model.doc_string = ""
+    onnx.save(model, str(path))
 
 
 def op_types(path: str | os.PathLike) -> dict[str, int]:

@@ -84,10 +84,10 @@ class OrtRuntime(BaseRuntime):
             if example is None:
                 raise ConfigError("the onnxruntime runtime needs an example input to export "
                                   "an nn.Module to ONNX")
-            from dnnzip.export.onnx import to_onnx
+            from dnnzip.export.onnx import export_for_runtime
 
             with tempfile.TemporaryDirectory(prefix="dnnzip-ort-") as tmp:
-                onnx_path = to_onnx(model, example, Path(tmp) / "model.onnx")
+                onnx_path = export_for_runtime(model, example, Path(tmp) / "model.onnx")
                 data = onnx_path.read_bytes()
             source = f"<export of {type(model).__name__}>"
         try:

@@ -2,7 +2,7 @@
 
 ``build(name, **kwargs)`` returns a fresh model carrying ``model._dnnzip_ref = {"zoo": name,
 "kwargs": kwargs}``, which is how an artifact records its structure without pickling (see
-``dnnzip.nn.spec``). Common kwargs: ``num_classes``, ``in_channels`` and the geometry
+``dnnzip.nn.spec``). ``options(name)`` gives a model's kwargs and defaults. Common kwargs: ``num_classes``, ``in_channels`` and the geometry
 (``input_size`` for images, ``length`` for series). ``from_ref(ref)`` rebuilds from a recorded
 reference; user builders (``pkg.module:build``) live in ``dnnzip.zoo.builder``.
 """
@@ -18,7 +18,7 @@ from torch import nn
 from dnnzip.errors import ConfigError
 from dnnzip.zoo import lenet, mlp, mobilenet, resnet, sequence, shufflenet, vgg
 
-__all__ = ["build", "from_ref", "info", "names", "register"]
+__all__ = ["build", "from_ref", "info", "names", "options", "register"]
 
 
 @dataclass(frozen=True)
@@ -159,3 +159,4 @@ for _name, _fn, _shape, _data, _desc in [
      "DeepSense-style: per-interval 1-D conv features, GRU over intervals, linear"),
 ]:
     register(_name, description=_desc, input_shape=_shape, dataset=_data)(_fn)
+del _name, _fn, _shape, _data, _desc

@@ -135,7 +135,8 @@ def _rnn(cell: str, num_classes, in_channels, length, hidden, layers, pool) -> n
 
 def build_gru(*, num_classes: int = 10, in_channels: int = 1, length: int = 40, hidden: int = 64,
               layers: int = 1, pool: str = "last") -> nn.Module:
-    """GRU classifier; ``pool`` "last" (final hidden state) or "mean" (over all steps)."""
+    """GRU classifier; ``pool`` "last" (final hidden state) or "mean" (over all steps).
+    ``length`` is only checked: a recurrent net takes any number of steps."""
     return _rnn("gru", num_classes, in_channels, length, hidden, layers, pool)
 
 

@@ -253,7 +253,10 @@ def test_from_datasets_rejects_untransformed_images():
 def test_empty_split_is_a_data_error():
     with pytest.raises(DataError, match="test dataset is empty"):
         from_datasets(_Labelled(10), TensorDataset(torch.zeros(0, 2, 3), torch.zeros(0)))
-    with pytest.raises(DataError, match="empty"):
+    from dnnzip.data import make_bundle
+    with pytest.raises(DataError, match="train split is empty"):
+        make_bundle("e", np.zeros((0, 3)), np.zeros(0, int), np.zeros((2, 3)), np.zeros(2, int))
+    with pytest.raises(DataError, match="limit must be >= 1"):
         synthetic((3,), 2, n=40).limit(0)
 
 

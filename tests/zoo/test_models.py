@@ -126,9 +126,9 @@ def test_onnx_export_runs_in_onnxruntime(name):
     _onnx_check(built(name), example(name), dynamo=False)
 
 
-@pytest.mark.parametrize("name", ["lenet5", "gru"])
-def test_onnx_dynamo_export_runs_in_onnxruntime(name):
-    _onnx_check(built(name), example(name), dynamo=True)
+def test_onnx_dynamo_export_runs_in_onnxruntime():
+    """The torch.export-based exporter works too (slower to run); checked on the GRU."""
+    _onnx_check(built("gru"), example("gru"), dynamo=True)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,0 +1,286 @@
+"""The ``.dnz`` container: a safetensors file of uint8 byte streams plus a JSON manifest.
+
+Layout (safetensors): 8-byte little-endian header length ``N``, ``N`` bytes of JSON header, then
+the data. Every tensor is a 1-D ``U8`` byte stream named ``<state_dict key>/<local stream>``; the
+header's ``__metadata__["dnnzip"]`` holds the manifest::
+
+    {"format": "dnz", "version": 1, "dnnzip_version": "...",
+     "model": {"zoo": name, "kwargs": {...}} | {"builder": "pkg.mod:fn", ...} | {"template": ...},
+     "structure": dnnzip.nn.spec.describe(model),
+     "tensors": {key: {"dtype", "shape", "encoding", "meta", "streams": [names]}},
+     "checksums": {stream: crc32}, "meta": {...caller's free JSON...}}
+
+Writing goes through ``safetensors.numpy.save`` (sorted names, deterministic JSON manifest) and
+an atomic replace. Reading does not trust the safetensors loader: the header is parsed here, like
+an adversary wrote it (capped size, strict JSON, overflow-free offsets that tile the data exactly,
+no trailing bytes, ``U8`` only), and the manifest is checked against the streams before a single
+tensor is decoded. Every failure is a ``FormatError`` naming the file and the key.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnzip.artifact.encodings import DTYPES, get_encoding
+from dnnzip.errors import ConfigError, FormatError
+
+FORMAT = "dnz"
+VERSION = 1
+MAX_HEADER = 16 << 20
+MAX_NDIM = 16
+MAX_NUMEL = (1 << 31) - 1
+MAX_DECODED_BYTES = 4 << 30
+MANIFEST_KEY = "dnnzip"
+
+
+def dumps(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no spaces, no NaN."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False,
+                          ensure_ascii=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"artifact manifest must be plain JSON (numbers, strings, lists, "
+                          f"dicts; no NaN): {exc}") from None
+
+
+def _no_dupes(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _bad_constant(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def strict_loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_no_dupes, parse_constant=_bad_constant)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"{where} is not valid JSON: {str(exc)[:200]}") from None
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> int:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, and ``os.replace``.
+
+    A failure at any point removes the temp file and leaves an existing ``path`` untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    return len(data)
+
+
+def write_container(path: str | os.PathLike, streams: dict[str, bytes], manifest: dict) -> int:
+    """Write streams + manifest as a safetensors file atomically; returns bytes written."""
+    from safetensors.numpy import save
+
+    manifest = dict(manifest, checksums={k: zlib.crc32(v) for k, v in streams.items()})
+    arrays = {k: np.frombuffer(v, dtype=np.uint8) for k, v in sorted(streams.items())}
+    data = save(arrays, metadata={MANIFEST_KEY: dumps(manifest)})
+    return atomic_write(path, data)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def parse_container(buf: bytes | memoryview, where: str) -> tuple[dict, dict[str, memoryview]]:
+    """Parse safetensors bytes; returns (metadata, streams) after checking every offset."""
+    buf = memoryview(buf)
+    if len(buf) < 8:
+        raise FormatError(f"{where}: file is {len(buf)} bytes, too short for a header length")
+    n = int.from_bytes(buf[:8], "little")
+    if n > MAX_HEADER:
+        raise FormatError(f"{where}: header length {n} exceeds the {MAX_HEADER}-byte limit")
+    if n > len(buf) - 8:
+        raise FormatError(f"{where}: header length {n} runs past the end of the "
+                          f"{len(buf)}-byte file; the file is truncated")
+    try:
+        text = bytes(buf[8:8 + n]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{where}: header is not UTF-8") from None
+    header = strict_loads(text, f"{where}: header")
+    if not isinstance(header, dict):
+        raise FormatError(f"{where}: header must be a JSON object, got {type(header).__name__}")
+    metadata = header.pop("__metadata__", None)
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError(f"{where}: header key '__metadata__' must be an object of strings; "
+                          "this is not a .dnz artifact")
+    data_len = len(buf) - 8 - n
+    spans = []
+    for key, entry in header.items():
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise FormatError(f"{where}: tensor {key!r} must have exactly dtype, shape, "
+                              "data_offsets")
+        if entry["dtype"] != "U8":
+            raise FormatError(f"{where}: tensor {key!r} has dtype {entry['dtype']!r}; a .dnz "
+                              "artifact stores only U8 byte streams")
+        shape, offs = entry["shape"], entry["data_offsets"]
+        if not (isinstance(shape, list) and len(shape) == 1 and _is_int(shape[0])
+                and isinstance(offs, list) and len(offs) == 2 and all(map(_is_int, offs))):
+            raise FormatError(f"{where}: tensor {key!r} must be 1-D with two integer offsets")
+        start, end = offs
+        if not 0 <= start <= end <= data_len:
+            raise FormatError(f"{where}: tensor {key!r} offsets [{start}, {end}] fall outside "
+                              f"the {data_len}-byte data section")
+        if end - start != shape[0]:
+            raise FormatError(f"{where}: tensor {key!r} spans {end - start} bytes but its shape "
+                              f"claims {shape[0]}")
+        spans.append((start, end, key))
+    spans.sort()
+    cursor = 0
+    for start, end, key in spans:
+        if start != cursor:
+            kind = "overlaps the previous tensor" if start < cursor else "leaves a hole before it"
+            raise FormatError(f"{where}: tensor {key!r} starts at byte {start} and {kind} "
+                              f"(expected {cursor})")
+        cursor = end
+    if cursor != data_len:
+        raise FormatError(f"{where}: {data_len - cursor} trailing bytes after the last tensor")
+    base = 8 + n
+    return metadata, {key: buf[base + s:base + e] for s, e, key in spans}
+
+
+def check_manifest(manifest: Any, sizes: dict[str, int], where: str) -> dict:
+    """Validate the manifest schema against the stream sizes; returns it unchanged."""
+    if not isinstance(manifest, dict):
+        raise FormatError(f"{where}: manifest must be a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise FormatError(f"{where}: manifest key 'format' is {manifest.get('format')!r}, "
+                          f"expected {FORMAT!r}; this is not a .dnz artifact")
+    version = manifest.get("version")
+    if not _is_int(version) or version < 1:
+        raise FormatError(f"{where}: manifest key 'version' must be a positive int, got {version!r}")
+    if version > VERSION:
+        raise FormatError(f"{where}: format version {version} is newer than this dnnzip "
+                          f"supports ({VERSION}); upgrade dnnzip to read it")
+    for key, kind in (("model", dict), ("structure", dict), ("tensors", dict), ("meta", dict),
+                      ("checksums", dict), ("dnnzip_version", str)):
+        if not isinstance(manifest.get(key), kind):
+            raise FormatError(f"{where}: manifest key {key!r} must be a JSON {kind.__name__}")
+    owner: dict[str, str] = {}
+    decoded = 0
+    for name, t in manifest["tensors"].items():
+        decoded += _check_tensor(name, t, sizes, owner, where)
+        if decoded > MAX_DECODED_BYTES:
+            raise FormatError(f"{where}: tensors decode to more than {MAX_DECODED_BYTES} bytes "
+                              f"(at key 'tensors.{name}'); refusing to allocate that much")
+    orphans = sorted(set(sizes) - set(owner))
+    if orphans:
+        raise FormatError(f"{where}: stream {orphans[0]!r} is not used by any tensor")
+    checks = manifest["checksums"]
+    if set(checks) != set(sizes) or not all(_is_int(v) for v in checks.values()):
+        raise FormatError(f"{where}: manifest key 'checksums' must give one integer per stream")
+    return manifest
+
+
+def _check_tensor(name: str, t: Any, sizes: dict, owner: dict, where: str) -> int:
+    key = f"tensors.{name}"
+    if not isinstance(t, dict) or set(t) != {"dtype", "shape", "encoding", "meta", "streams"}:
+        raise FormatError(f"{where}: key {key!r} must have exactly dtype, shape, encoding, meta, "
+                          "streams")
+    if t["dtype"] not in DTYPES:
+        raise FormatError(f"{where}: key '{key}.dtype' is {t['dtype']!r}; supported dtypes: "
+                          f"{', '.join(DTYPES)}")
+    shape = t["shape"]
+    if not (isinstance(shape, list) and len(shape) <= MAX_NDIM
+            and all(_is_int(d) and 0 <= d <= MAX_NUMEL for d in shape)):
+        raise FormatError(f"{where}: key '{key}.shape' must be a list of at most {MAX_NDIM} "
+                          f"non-negative ints, got {str(shape)[:80]}")
+    count = math.prod(shape)
+    if count > MAX_NUMEL:
+        raise FormatError(f"{where}: key '{key}.shape' {shape} holds {count} elements, more "
+                          f"than the {MAX_NUMEL} limit")
+    if not isinstance(t["meta"], dict):
+        raise FormatError(f"{where}: key '{key}.meta' must be an object")
+    try:
+        enc = get_encoding(t["encoding"])
+    except ConfigError:
+        raise FormatError(f"{where}: tensor {name!r} uses unknown encoding {t['encoding']!r}; "
+                          "it was written by a newer dnnzip or a plug-in: upgrade or import "
+                          "the plug-in") from None
+    try:
+        local = enc.stream_names(t["meta"])
+    except FormatError as exc:
+        raise FormatError(f"{where}: tensor {name!r} ({t['encoding']}): {exc}") from None
+    expected = {f"{name}/{s}" for s in local}
+    listed = t["streams"]
+    if not isinstance(listed, list) or sorted(set(listed)) != sorted(expected) \
+            or len(listed) != len(expected):
+        raise FormatError(f"{where}: key '{key}.streams' must list {sorted(expected)}, got "
+                          f"{str(listed)[:200]}")
+    for s in listed:
+        if s not in sizes:
+            raise FormatError(f"{where}: tensor {name!r} needs stream {s!r}, which the file lacks")
+        if s in owner:
+            raise FormatError(f"{where}: stream {s!r} is claimed by {owner[s]!r} and {name!r}")
+        owner[s] = name
+    itemsize = max(4, np.dtype(DTYPES[t["dtype"]]).itemsize)
+    return count * itemsize
+
+
+def read_container(path: str | os.PathLike) -> tuple[dict, dict[str, memoryview]]:
+    """Read and validate ``path``; returns (manifest, streams). Streams are checksummed."""
+    where = f"'{path}'"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{where}: cannot read the artifact: {exc.strerror or exc}") from None
+    metadata, streams = parse_container(data, where)
+    if MANIFEST_KEY not in metadata:
+        raise FormatError(f"{where}: metadata has no {MANIFEST_KEY!r} key; this is a plain "
+                          "safetensors file, not a .dnz artifact")
+    manifest = strict_loads(metadata[MANIFEST_KEY], f"{where}: metadata key {MANIFEST_KEY!r}")
+    check_manifest(manifest, {k: len(v) for k, v in streams.items()}, where)
+    for k, v in streams.items():
+        if zlib.crc32(v) != manifest["checksums"][k]:
+            raise FormatError(f"{where}: stream {k!r} fails its CRC-32 check; the file is "
+                              "corrupt or was tampered with")
+    return manifest, streams
+
+
+def decode_tensor(name: str, entry: dict, streams: dict[str, memoryview], where: str) -> np.ndarray:
+    """Decode one validated manifest entry; any failure becomes a FormatError naming it."""
+    enc = get_encoding(entry["encoding"])
+    local = {s[len(name) + 1:]: streams[s] for s in entry["streams"]}
+    try:
+        out = enc.decode(local, entry["meta"], list(entry["shape"]), entry["dtype"])
+    except FormatError as exc:
+        raise FormatError(f"{where}: tensor {name!r} ({entry['encoding']}): {exc}") from None
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError) as exc:
+        raise FormatError(f"{where}: tensor {name!r} ({entry['encoding']}) cannot be decoded: "
+                          f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    if list(out.shape) != list(entry["shape"]):
+        raise FormatError(f"{where}: tensor {name!r} decoded to shape {list(out.shape)}, "
+                          f"manifest says {entry['shape']}")
+    return out
