@@ -1,11 +1,12 @@
 """Training: ``fit`` / ``evaluate`` / ``predict`` / ``finetune``.
 
-One loop serves training from scratch and every compression step's fine-tuning. Techniques
-plug in through three hooks (docs/internals.md): ``loss_fn(model, x, y, logits)`` replaces
-cross-entropy (knowledge distillation, Hinton et al. 2015; survey Sec. on KD),
+One loop serves training from scratch and the fine-tuning that follows every compression step
+(the survey's Sec. III: a pruned model "is trained on the existing dataset ... fine-tuning").
+Techniques plug in through three hooks (docs/internals.md): ``loss_fn(model, x, y, logits)``
+replaces cross-entropy (logits transfer, Hinton et al. 2015; survey Sec. VI-A),
 ``extra_loss(model, x, y, logits)`` is added to it (network-slimming L1 on BN scales, variational
 dropout's KL) and ``after_step(model)`` runs after every optimiser step (re-applying pruning
-masks, Han et al. 2015; clamping binary weights). Runs are reproducible: seeds are set, the
+masks as in Han et al. 2015; clipping binary weights). Runs are reproducible: seeds are set, the
 shuffle order of epoch ``e`` depends only on ``(seed, e)``, and a checkpoint holds the RNG
 state, so an interrupted run resumed from its checkpoint ends with the same weights.
 """
@@ -292,6 +293,62 @@ def _check_data(data: Any) -> None:
             raise DataError(f"fit: the {split} split of '{getattr(data, 'name', '?')}' is empty.")
 
 
+def _resume(path: Path, s: TrainSettings, model: nn.Module, opt: torch.optim.Optimizer,
+            result: FitResult) -> tuple[int, int, dict | None]:
+    """Load ``path`` into model, optimiser, RNGs and ``result``; (start epoch, bad epochs, best)."""
+    ck = _load_checkpoint(path, s)
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise FormatError(f"checkpoint '{path}' does not fit this model ({exc}); "
+                          f"delete it or pass resume=False.") from None
+    _set_rng_state(ck["rng"])
+    result.history = [EpochStats(**h) for h in ck["history"]]
+    result.best_epoch, result.best_val_score = ck["best_epoch"], ck["best_val_score"]
+    result.stopped_early = ck["stopped"]
+    result.resumed_from = ck["epoch"]
+    return ck["epoch"], ck["bad_epochs"], ck["best_state"]
+
+
+def _train_epoch(model: nn.Module, data: Any, s: TrainSettings, opt: torch.optim.Optimizer,
+                 epoch: int, steps: int, hooks: dict[str, Any], bar: Any, task: Any
+                 ) -> tuple[float, float]:
+    """One pass over (at most ``steps`` batches of) the train split; (mean loss, last lr)."""
+    model.train()
+    dev, total = _device(model), s.epochs * steps
+    loader = data.loader("train", batch_size=s.batch_size, shuffle=True,
+                         seed=s.seed * 100_003 + epoch)
+    run_loss, n, lr = 0.0, 0, s.lr
+    for i, (x, y) in enumerate(loader):
+        if i >= steps:
+            break
+        lr = _lr_at(s, epoch * steps + i, total)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = _to(x, dev), _to(y, dev)
+        logits = model(x)
+        loss = hooks["loss_fn"](model, x, y, logits)
+        if hooks["extra_loss"] is not None:
+            loss = loss + hooks["extra_loss"](model, x, y, logits)
+        if not torch.isfinite(loss):
+            raise DivergedError(
+                f"fit: the loss became {float(loss.detach())} at epoch {epoch + 1}, batch "
+                f"{i + 1} (lr {lr:.3g}); expected a finite loss. Lower the learning rate "
+                f"(now {s.lr:g}), check the inputs for extreme values, or reduce the weight "
+                f"of extra_loss.")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if hooks["after_step"] is not None:
+            hooks["after_step"](model)
+        run_loss += float(loss.detach()) * len(y)
+        n += len(y)
+        if bar:
+            bar.update(task, advance=1, status=f"loss {run_loss / n:.4f}")
+    return run_loss / max(n, 1), lr
+
+
 def fit(model: nn.Module, data: Any, settings: TrainSettings | None = None, *,
         loss_fn: Hook | None = None, extra_loss: Hook | None = None,
         after_step: Callable[[nn.Module], None] | None = None,
@@ -306,73 +363,28 @@ def fit(model: nn.Module, data: Any, settings: TrainSettings | None = None, *,
     s = settings or TrainSettings()
     _check_data(data)
     ce = loss_fn or (lambda m, x, y, logits: F.cross_entropy(logits, y))
+    hooks = {"loss_fn": ce, "extra_loss": extra_loss, "after_step": after_step}
     ck_path = Path(checkpoint) if checkpoint is not None else None
-    t_start = time.perf_counter()
-    result = FitResult()
+    t_start, result = time.perf_counter(), FitResult()
     with _threads(s.threads):
         seed_everything(s.seed)
         opt = _optimizer(model, s)
-        best_state: dict[str, Tensor] | None = None
-        bad = 0
-        start = 0
+        start, bad, best_state = 0, 0, None
         if ck_path is not None and resume and ck_path.is_file():
-            ck = _load_checkpoint(ck_path, s)
-            try:
-                model.load_state_dict(ck["model"])
-                opt.load_state_dict(ck["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as exc:
-                raise FormatError(f"checkpoint '{ck_path}' does not fit this model ({exc}); "
-                                  f"delete it or pass resume=False.") from None
-            _set_rng_state(ck["rng"])
-            start, bad, best_state = ck["epoch"], ck["bad_epochs"], ck["best_state"]
-            result.history = [EpochStats(**h) for h in ck["history"]]
-            result.best_epoch, result.best_val_score = ck["best_epoch"], ck["best_val_score"]
-            result.stopped_early = ck["stopped"]
-            result.resumed_from = start
+            start, bad, best_state = _resume(ck_path, s, model, opt, result)
         steps = len(data.loader("train", batch_size=s.batch_size))
         steps = min(steps, s.max_batches) if s.max_batches else steps
-        total = s.epochs * steps
-        dev = _device(model)
         with _progress(s.progress) as bar:
             task = bar.add_task("train", total=steps, status="") if bar else None
             for epoch in range(start, s.epochs):
                 if result.stopped_early:
                     break
                 t0 = time.perf_counter()
-                model.train()
-                loader = data.loader("train", batch_size=s.batch_size, shuffle=True,
-                                     seed=s.seed * 100_003 + epoch)
-                run_loss, n = 0.0, 0
                 if bar:
                     bar.reset(task, total=steps, description=f"epoch {epoch + 1}/{s.epochs}")
-                for i, (x, y) in enumerate(loader):
-                    if i >= steps:
-                        break
-                    lr = _lr_at(s, epoch * steps + i, total)
-                    for g in opt.param_groups:
-                        g["lr"] = lr
-                    x, y = _to(x, dev), _to(y, dev)
-                    logits = model(x)
-                    loss = ce(model, x, y, logits)
-                    if extra_loss is not None:
-                        loss = loss + extra_loss(model, x, y, logits)
-                    if not torch.isfinite(loss):
-                        raise DivergedError(
-                            f"fit: the loss became {float(loss.detach())} at epoch {epoch + 1}, batch "
-                            f"{i + 1} (lr {lr:.3g}); expected a finite loss. Lower the learning "
-                            f"rate (now {s.lr:g}), check the inputs for extreme values, or "
-                            f"reduce the weight of extra_loss.")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    if after_step is not None:
-                        after_step(model)
-                    run_loss += float(loss.detach()) * len(y)
-                    n += len(y)
-                    if bar:
-                        bar.update(task, advance=1, status=f"loss {run_loss / n:.4f}")
+                loss, lr = _train_epoch(model, data, s, opt, epoch, steps, hooks, bar, task)
                 score = _val_score(model, data, s, ce)
-                result.history.append(EpochStats(epoch + 1, run_loss / max(n, 1), score, lr,
+                result.history.append(EpochStats(epoch + 1, loss, score, lr,
                                                  time.perf_counter() - t0))
                 if best_state is None or score > result.best_val_score:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -389,8 +401,7 @@ def fit(model: nn.Module, data: Any, settings: TrainSettings | None = None, *,
                         "stopped": result.stopped_early, "settings": to_dict(s),
                         "history": [asdict(h) for h in result.history], "rng": _rng_state()})
                 if bar:
-                    bar.console.log(f"epoch {epoch + 1}: loss {run_loss / max(n, 1):.4f}, "
-                                    f"val {score:.4f}")
+                    bar.console.log(f"epoch {epoch + 1}: loss {loss:.4f}, val {score:.4f}")
         if best_state is not None:
             model.load_state_dict(best_state)
     model.eval()

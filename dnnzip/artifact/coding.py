@@ -7,11 +7,12 @@ within a few words, so ANS is the default and Huffman the paper-faithful option.
 
 Every coded stream is self-describing given its JSON meta:
 
-- ``ans``: exact symbol counts (``alphabet`` entries, little-endian, ``hist_width`` bytes each)
+- ``ans``: the exact symbol counts up to the last present symbol (``table`` LEB128 varints)
   followed by the ``constriction`` AnsCoder words (uint32 LE). The categorical model is rebuilt
   from the counts, so encoder and decoder use bit-identical models.
-- ``huffman``: one code length per symbol (uint8, 0 = absent), then ``lanes`` lane lengths in bits
-  (``lane_width`` bytes LE), then the bits, MSB first. Symbol ``i`` lives in lane ``i % lanes``;
+- ``huffman``: the code lengths up to the last present symbol (``table`` entries, 5 bits each,
+  0 = absent), then ``lanes`` lane lengths in bits (varints, minus ``lane_base``), then the bits,
+  MSB first. Symbol ``i`` lives in lane ``i % lanes``;
   lanes are decoded in lock step with a table of ``2**max_len`` entries, so numpy does the work
   (zstd's Huff0 splits its stream into lanes for the same reason). Lengths are limited to 16.
 - ``none``: ``bits``-bit codes packed MSB first.
@@ -72,6 +73,39 @@ def unpack_bits(buf, count: int, bits: int) -> np.ndarray:
     return matrix @ weights
 
 
+# ----------------------------------------------------------------------------- varints
+def pack_varints(values: np.ndarray) -> bytes:
+    """LEB128 unsigned varints (7 bits per byte, high bit = more follows), values < 2**35."""
+    v = np.ascontiguousarray(values, dtype=np.int64).ravel()
+    if not len(v):
+        return b""
+    groups = (v[:, None] >> (7 * np.arange(5, dtype=np.int64))) & 0x7F
+    nbytes = 1 + (np.maximum(v, 1).astype(np.float64) >= 2.0 ** (7 * np.arange(1, 5))[:, None]).T.sum(1)
+    nbytes = np.where(v == 0, 1, nbytes)
+    keep = np.arange(5)[None, :] < nbytes[:, None]
+    more = np.arange(5)[None, :] < (nbytes - 1)[:, None]
+    return (groups | (more << 7))[keep].astype(np.uint8).tobytes()
+
+
+def unpack_varints(buf, count: int) -> tuple[np.ndarray, int]:
+    """The first ``count`` varints of ``buf`` and the bytes they use; refuses overlong ones."""
+    raw = np.frombuffer(buf, dtype=np.uint8, count=min(len(buf), 5 * count))
+    ends = np.flatnonzero(raw < 0x80)
+    if len(ends) < count:
+        raise FormatError(f"table of {count} varints runs past the end of the stream")
+    if count == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    used = int(ends[count - 1]) + 1
+    group = np.concatenate([[0], np.cumsum(raw[: used - 1] < 0x80)])
+    starts = np.concatenate([[0], ends[: count - 1] + 1])
+    pos = np.arange(used) - starts[group]
+    if pos.max() >= 5:
+        raise FormatError("varint longer than 5 bytes in a coded-stream table")
+    vals = np.zeros(count, dtype=np.int64)
+    np.add.at(vals, group, (raw[:used] & 0x7F).astype(np.int64) << (7 * pos))
+    return vals, used
+
+
 # ----------------------------------------------------------------------------- ANS
 def _ans_model(counts_present: np.ndarray):
     import constriction
@@ -79,11 +113,15 @@ def _ans_model(counts_present: np.ndarray):
     return constriction.stream.model.Categorical(counts_present.astype(np.float64), perfect=False)
 
 
+def _table_len(counts: np.ndarray) -> int:
+    nz = np.flatnonzero(counts)
+    return int(nz[-1]) + 1 if len(nz) else 0
+
+
 def _ans_encode(symbols: np.ndarray, alphabet: int) -> tuple[bytes, dict]:
     import constriction
 
     counts = np.bincount(symbols, minlength=alphabet).astype(np.int64)
-    width = 1 if counts.max(initial=0) < 1 << 8 else 2 if counts.max() < 1 << 16 else 4
     present = np.flatnonzero(counts)
     words = b""
     if len(present) > 1:
@@ -92,24 +130,24 @@ def _ans_encode(symbols: np.ndarray, alphabet: int) -> tuple[bytes, dict]:
         coder = constriction.stream.stack.AnsCoder()
         coder.encode_reverse(rank[symbols], _ans_model(counts[present]))
         words = coder.get_compressed().astype("<u4").tobytes()
-    table = counts.astype(f"<u{width}").tobytes()
-    return table + words, {"hist_width": width, "model_bits": 8 * len(table)}
+    size = _table_len(counts)
+    table = pack_varints(counts[:size])
+    return table + words, {"table": size, "model_bits": 8 * len(table)}
 
 
 def _ans_decode(buf, meta: dict, count: int, alphabet: int) -> np.ndarray:
     import constriction
 
-    width = meta.get("hist_width")
-    if width not in (1, 2, 4) or isinstance(width, bool):
-        raise FormatError(f"ANS stream meta 'hist_width' must be 1, 2 or 4, got {width!r}")
-    table = alphabet * width
-    if len(buf) < table or (len(buf) - table) % 4:
-        raise FormatError(f"ANS stream of {len(buf)} bytes cannot hold a {table}-byte histogram "
-                          "plus whole 32-bit words; it is truncated or tampered")
-    counts = np.frombuffer(buf, dtype=f"<u{width}", count=alphabet).astype(np.int64)
+    size = _uint(meta, "table", 0, alphabet)
+    head, used = unpack_varints(buf, size)
+    if (len(buf) - used) % 4:
+        raise FormatError(f"ANS stream of {len(buf)} bytes is not a {used}-byte histogram plus "
+                          "whole 32-bit words; it is truncated or tampered")
+    counts = np.zeros(alphabet, dtype=np.int64)
+    counts[:size] = head
     if int(counts.sum()) != count:
         raise FormatError(f"ANS histogram counts {int(counts.sum())} symbols, expected {count}")
-    words = np.frombuffer(buf, dtype="<u4", offset=table).astype(np.uint32)
+    words = np.frombuffer(buf, dtype="<u4", offset=used).astype(np.uint32)
     present = np.flatnonzero(counts)
     if len(present) <= 1:
         if len(words):
@@ -175,9 +213,12 @@ def canonical_codes(lengths: np.ndarray) -> np.ndarray:
     return codes
 
 
+SYMBOLS_PER_LANE = 1024
+
+
 def lanes_for(count: int) -> int:
-    """Number of interleaved Huffman lanes: about 1024 symbols per lane, at most 1024 lanes."""
-    return max(1, min(1024, count // 1024))
+    """Number of interleaved Huffman lanes: about 1024 symbols per lane, at most 4096 lanes."""
+    return max(1, min(4096, count // SYMBOLS_PER_LANE))
 
 
 def _lane_order(count: int, lanes: int) -> np.ndarray:
@@ -195,14 +236,15 @@ def _huffman_encode(symbols: np.ndarray, alphabet: int) -> tuple[bytes, dict]:
     lens, vals = lengths[seq], codes[seq]
     lane_of = np.arange(count, dtype=np.int64) % lanes
     lane_bits = np.bincount(lane_of, weights=lengths[symbols], minlength=lanes).astype(np.int64)
-    width = 2 if lane_bits.max(initial=0) < 1 << 16 else 4
+    lane_base = int(lane_bits.min(initial=0))
     owner = np.repeat(np.arange(count, dtype=np.int64), lens)
     starts = np.cumsum(lens) - lens
     k = np.arange(len(owner), dtype=np.int64) - starts[owner]
     bits = ((vals[owner] >> (lens[owner] - 1 - k)) & 1).astype(np.uint8)
-    head = lengths.astype(np.uint8).tobytes() + lane_bits.astype(f"<u{width}").tobytes()
-    return head + np.packbits(bits).tobytes(), {"lanes": lanes, "lane_width": width,
-                                                "model_bits": 8 * len(head)}
+    size = _table_len(lengths)
+    head = pack_bits(lengths[:size], 5) + pack_varints(lane_bits - lane_base)
+    return head + np.packbits(bits).tobytes(), {"lanes": lanes, "lane_base": lane_base,
+                                                "table": size, "model_bits": 8 * len(head)}
 
 
 def _huffman_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -222,20 +264,21 @@ def _huffman_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _huffman_decode(buf, meta: dict, count: int, alphabet: int) -> np.ndarray:
-    lanes = _uint(meta, "lanes", 1, 1024)
+    lanes = _uint(meta, "lanes", 1, 4096)
     if lanes != lanes_for(count):
         raise FormatError(f"Huffman stream claims {lanes} lanes, {count} symbols use "
                           f"{lanes_for(count)}")
-    width = meta.get("lane_width")
-    if width not in (2, 4) or isinstance(width, bool):
-        raise FormatError(f"Huffman meta 'lane_width' must be 2 or 4, got {width!r}")
-    head = alphabet + lanes * width
-    if len(buf) < head:
-        raise FormatError(f"Huffman stream of {len(buf)} bytes is shorter than its {head}-byte "
-                          "header; it is truncated")
-    lengths = np.frombuffer(buf, dtype=np.uint8, count=alphabet).astype(np.int64)
-    lane_bits = np.frombuffer(buf, dtype=f"<u{width}", count=lanes, offset=alphabet).astype(np.int64)
-    payload = np.frombuffer(buf, dtype=np.uint8, offset=head)
+    size = _uint(meta, "table", 0, alphabet)
+    base = _uint(meta, "lane_base", 0, MAX_HUFFMAN_LEN * count)
+    nlen = (5 * size + 7) // 8
+    if len(buf) < nlen:
+        raise FormatError(f"Huffman stream of {len(buf)} bytes is shorter than its code-length "
+                          "table; it is truncated")
+    lengths = np.zeros(alphabet, dtype=np.int64)
+    lengths[:size] = unpack_bits(bytes(buf[:nlen]), size, 5)
+    dev, used = unpack_varints(buf[nlen:], lanes)
+    lane_bits = dev + base
+    payload = np.frombuffer(buf, dtype=np.uint8, offset=nlen + used)
     if count == 0:
         if lengths.any() or lane_bits.any() or len(payload):
             raise FormatError("empty Huffman stream carries data")
@@ -249,8 +292,9 @@ def _huffman_decode(buf, meta: dict, count: int, alphabet: int) -> np.ndarray:
         raise FormatError(f"Huffman lanes claim {total} bits but the payload has {len(payload)} "
                           "bytes; it is truncated or tampered")
     per_lane = np.bincount(np.arange(count) % lanes, minlength=lanes)
-    used = lengths[lengths > 0]
-    if (lane_bits < per_lane * used.min()).any() or (lane_bits > per_lane * used.max()).any():
+    used_lengths = lengths[lengths > 0]
+    if (lane_bits < per_lane * used_lengths.min()).any() \
+            or (lane_bits > per_lane * used_lengths.max()).any():
         raise FormatError("Huffman lane lengths are inconsistent with the symbol count")
     padded = np.concatenate([payload, np.zeros(3, dtype=np.uint8)]).astype(np.uint32)
     w24 = (padded[:-2] << 16) | (padded[1:-1] << 8) | padded[2:]
@@ -259,11 +303,11 @@ def _huffman_decode(buf, meta: dict, count: int, alphabet: int) -> np.ndarray:
     pos = ends - lane_bits
     rounds = -(-count // lanes)
     out = np.empty((rounds, lanes), dtype=np.int64)
-    base, mask = 24 - max_len, (1 << max_len) - 1
+    shift, mask = 24 - max_len, (1 << max_len) - 1
     for t in range(rounds):
         live = min(lanes, count - t * lanes)
         p = pos if live == lanes else pos[:live]
-        window = (w24[np.minimum(p >> 3, last)] >> (base - (p & 7))) & mask
+        window = (w24[np.minimum(p >> 3, last)] >> (shift - (p & 7))) & mask
         out[t, :live] = sym[window]
         p += step[window]
     if not np.array_equal(pos, ends):

@@ -216,8 +216,9 @@ class Bitpack:
                               f"Got {bits!r} instead.")
         _require(array.dtype.kind in "biu", f"bitpack needs integer codes, got {array.dtype}")
         v = array.astype(np.int64).ravel()
-        _require(not v.size or (v.min() >= 0 and v.max() < 1 << bits),
-                 f"bitpack codes must be in [0, {1 << bits}); got [{v.min()}, {v.max()}]")
+        if v.size and (v.min() < 0 or v.max() >= 1 << bits):
+            raise DataError(f"bitpack codes must be in [0, {1 << bits}); got "
+                            f"[{v.min()}, {v.max()}]")
         return {"data": coding.pack_bits(v, bits)}, {"bits": bits, "count": int(v.size)}
 
     def stream_names(self, meta: dict) -> set[str]:

@@ -209,7 +209,7 @@ def _check_tensor(name: str, t: Any, sizes: dict, owner: dict, where: str) -> in
     if not isinstance(t, dict) or set(t) != {"dtype", "shape", "encoding", "meta", "streams"}:
         raise FormatError(f"{where}: key {key!r} must have exactly dtype, shape, encoding, meta, "
                           "streams")
-    if t["dtype"] not in DTYPES:
+    if not isinstance(t["dtype"], str) or t["dtype"] not in DTYPES:
         raise FormatError(f"{where}: key '{key}.dtype' is {t['dtype']!r}; supported dtypes: "
                           f"{', '.join(DTYPES)}")
     shape = t["shape"]
@@ -224,6 +224,8 @@ def _check_tensor(name: str, t: Any, sizes: dict, owner: dict, where: str) -> in
     if not isinstance(t["meta"], dict):
         raise FormatError(f"{where}: key '{key}.meta' must be an object")
     try:
+        if not isinstance(t["encoding"], str):
+            raise ConfigError("encoding name must be a string")
         enc = get_encoding(t["encoding"])
     except ConfigError:
         raise FormatError(f"{where}: tensor {name!r} uses unknown encoding {t['encoding']!r}; "
@@ -235,8 +237,8 @@ def _check_tensor(name: str, t: Any, sizes: dict, owner: dict, where: str) -> in
         raise FormatError(f"{where}: tensor {name!r} ({t['encoding']}): {exc}") from None
     expected = {f"{name}/{s}" for s in local}
     listed = t["streams"]
-    if not isinstance(listed, list) or sorted(set(listed)) != sorted(expected) \
-            or len(listed) != len(expected):
+    if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed) \
+            or set(listed) != expected or len(listed) != len(expected):
         raise FormatError(f"{where}: key '{key}.streams' must list {sorted(expected)}, got "
                           f"{str(listed)[:200]}")
     for s in listed:

@@ -4,7 +4,7 @@
 template"), the module tree (``dnnzip.nn.spec.describe``) and every ``state_dict`` tensor through
 its encoding. Per tensor, the encoding comes from the ``encodings`` argument (exact key, else the
 first matching ``re:`` pattern), else from the owning module's ``dnnzip_encodings()`` hint, else
-``raw``. ``unpack`` rebuilds the base model, reshapes it with ``rebuild_into`` and loads the decoded
+the smallest lossless encoding (``dnnzip.artifact.choose``). ``unpack`` rebuilds the base model, reshapes it with ``rebuild_into`` and loads the decoded
 tensors with ``strict=True``; for lossless encodings every tensor comes back bit for bit.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import dnnzip
+from dnnzip.artifact import choose
 from dnnzip.artifact import format as fmt
 from dnnzip.artifact.encodings import FLOATS, get_encoding, work_dtype
 from dnnzip.errors import ConfigError, DataError, DnnzipError, FormatError
@@ -58,10 +59,12 @@ def _choose(key: str, encodings: dict | None, hints: dict) -> tuple[str, dict]:
         for pattern, value in encodings.items():
             if pattern.startswith("re:") and re.fullmatch(pattern[3:], key):
                 return _spec(value, f"'{key}' (pattern {pattern!r})")
-    return hints.get(key, ("raw", {}))
+    return hints.get(key, ("auto", {}))
 
 
 def _check_ref(ref: Any) -> dict:
+    if isinstance(ref, dict) and ref.get("structure") is True:
+        return ref  # rebuilt from the module tree alone (every class in it is registered)
     if not isinstance(ref, dict) or not ({"zoo", "builder", "template"} & set(ref)):
         raise ConfigError(
             "the model has no _dnnzip_ref (it was not built by dnnzip.zoo.build), so an "
@@ -102,10 +105,13 @@ def pack(model: nn.Module, path: str | os.PathLike, *, encodings: dict | None = 
     tensors, streams = {}, {}
     for key, tensor in model.state_dict().items():
         enc_name, opts = _choose(key, encodings, hints)
-        enc = get_encoding(enc_name)
-        dtype, arr = _numpy(key, tensor, enc_name)
+        dtype, arr = _numpy(key, tensor, "raw" if enc_name == "auto" else enc_name)
         try:
-            local, tmeta = enc.encode(arr, **opts)
+            if enc_name == "auto":  # no one chose: the smallest lossless encoding
+                enc_name, opts, local, tmeta = choose.smallest(  # bfloat16 differs per encoding
+                    arr, lambda n, a, o: get_encoding(n).encode(_numpy(key, tensor, n)[1], **o))
+            else:
+                local, tmeta = get_encoding(enc_name).encode(arr, **opts)
         except (DataError, ConfigError) as exc:
             raise type(exc)(f"tensor '{key}' ({enc_name}): {exc}") from None
         names = sorted(f"{key}/{s}" for s in local)
@@ -127,6 +133,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
 def _base(ref: dict, template: nn.Module | None, trust_builder: bool, where: str) -> nn.Module:
     if template is not None:
         return copy.deepcopy(template)
+    if ref.get("structure") is True:
+        return nn.Module()  # rebuild_into then builds the whole recorded tree
     if "template" in ref and not ({"zoo", "builder"} & set(ref)):
         raise ConfigError(f"{where} was packed from a model without a zoo reference "
                           f"({ref.get('template')!r}); pass template=<an instance of it>")
@@ -142,6 +150,30 @@ def _base(ref: dict, template: nn.Module | None, trust_builder: bool, where: str
         raise FormatError(f"{where}: manifest key 'model' cannot be built: {exc}") from exc
 
 
+def _check_structure(node: Any, where: str, path: str = "structure", depth: int = 0) -> None:
+    """The module tree must be {"cls": str | None, "kwargs": {...}, "children": {...}}."""
+    if depth > 64:
+        raise FormatError(f"{where}: manifest key {path!r} nests deeper than 64 modules")
+    if not isinstance(node, dict) or not isinstance(node.get("kwargs", {}), dict) \
+            or not isinstance(node.get("cls"), (str, type(None))) \
+            or not isinstance(node.get("children", {}), dict) \
+            or set(node) - {"cls", "kwargs", "children"}:
+        raise FormatError(f"{where}: manifest key {path!r} must be an object with 'cls' (string "
+                          "or null), 'kwargs' (object) and optional 'children' (object)")
+    for name, child in node.get("children", {}).items():
+        _check_structure(child, where, f"{path}.{name}", depth + 1)
+
+
+def _rebuild(base: nn.Module, structure: dict, where: str) -> nn.Module:
+    try:
+        return rebuild_into(base, structure)
+    except DnnzipError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded kwargs a constructor rejects
+        raise FormatError(f"{where}: manifest key 'structure' cannot be rebuilt: "
+                          f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
 def _dry_run(ref, template, trust_builder, structure, tensors, where) -> None:
     """Build the model on the meta device first, so that recorded sizes cannot make us
     allocate memory, and compare its state_dict with the manifest before decoding."""
@@ -151,7 +183,7 @@ def _dry_run(ref, template, trust_builder, structure, tensors, where) -> None:
                 probe = copy.deepcopy(template).to("meta")
             else:
                 probe = _base(ref, None, trust_builder, where)
-            probe = rebuild_into(probe, structure)
+            probe = _rebuild(probe, structure, where)
     except DnnzipError:
         raise
     except Exception:  # noqa: BLE001 - a builder that cannot run on the meta device
@@ -186,6 +218,7 @@ def unpack(path: str | os.PathLike, *, template: nn.Module | None = None,
     where = f"'{path}'"
     manifest, streams = fmt.read_container(path)
     ref, structure, tensors = manifest["model"], manifest["structure"], manifest["tensors"]
+    _check_structure(structure, where)
     state = {}
     for key, entry in tensors.items():
         arr = fmt.decode_tensor(key, entry, streams, where)
@@ -194,7 +227,7 @@ def unpack(path: str | os.PathLike, *, template: nn.Module | None = None,
             t = t.view(torch.bfloat16) if entry["encoding"] == "raw" else t.to(torch.bfloat16)
         state[key] = t.to(_BY_NAME[entry["dtype"]]) if t.dtype != _BY_NAME[entry["dtype"]] else t
     _dry_run(ref, template, trust_builder, structure, tensors, where)
-    model = rebuild_into(_base(ref, template, trust_builder, where), structure)
+    model = _rebuild(_base(ref, template, trust_builder, where), structure, where)
     _compare(model.state_dict(), tensors, where)
     try:
         model.load_state_dict(state, strict=True)

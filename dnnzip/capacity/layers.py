@@ -22,6 +22,7 @@ from dnnzip.nn.spec import spec_module
 
 class _Nested(nn.Module):
     widths: list[int]
+    used_params: int = 0  # parameters the last forward touched (for cost reports)
 
     def _init_nest(self, widths) -> None:
         self.widths = [int(w) for w in widths]
@@ -65,6 +66,7 @@ class _NestConv(_Nested):
             k = self.out_width
             w, g = self.weight[:k, :c], 1
             b = self.bias[:k] if self.bias is not None else None
+        self.used_params = w.numel() + (b.numel() if b is not None else 0)
         return self._fn(x, w, b, self.stride, self.padding, self.dilation, g)
 
 
@@ -96,7 +98,9 @@ class NestLinear(_Nested):
     def forward(self, x):
         k = self.out_width
         b = self.bias[:k] if self.bias is not None else None
-        return F.linear(x, self.weight[:k, :x.shape[-1]], b)
+        w = self.weight[:k, :x.shape[-1]]
+        self.used_params = w.numel() + (b.numel() if b is not None else 0)
+        return F.linear(x, w, b)
 
 
 class _NestBN(_Nested):
@@ -117,6 +121,7 @@ class _NestBN(_Nested):
 
     def forward(self, x):
         c, i = x.shape[1], int(self.active)
+        self.used_params = 2 * c if self.weight is not None else 0
         w = self.weight[:c] if self.weight is not None else None
         b = self.bias[:c] if self.bias is not None else None
         return F.batch_norm(x, self.running_mean[i, :c], self.running_var[i, :c], w, b,

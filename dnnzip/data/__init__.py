@@ -82,6 +82,7 @@ class _Converted(Dataset):
     def __init__(self, ds: Dataset, where: str):
         self.ds = ds
         self.where = where
+        self.shape: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -91,8 +92,15 @@ class _Converted(Dataset):
         if not isinstance(x, (torch.Tensor, np.ndarray)):
             raise DataError(f"{self.where}: sample {i} input is a {type(x).__name__}; expected a "
                             f"tensor or array. Give the dataset transform=ToTensor() (or similar).")
-        return (torch.as_tensor(x, dtype=torch.float32),
-                torch.as_tensor(int(y), dtype=torch.int64))
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if self.shape is None:
+            self.shape = tuple(x.shape)
+        elif tuple(x.shape) != self.shape:
+            raise DataError(f"{self.where}: sample {i} has shape {tuple(x.shape)}, expected "
+                            f"{self.shape} like the first sample; resize or crop consistently.")
+        if not torch.isfinite(x).all():
+            raise DataError(f"{self.where}: sample {i} contains NaN or infinity.")
+        return x, torch.as_tensor(int(y), dtype=torch.int64)
 
 
 def _num_classes(ds: Dataset) -> int:
@@ -114,7 +122,8 @@ def from_datasets(train: Dataset, test: Dataset, *, name: str = "custom",
     """Wrap torchvision-style ``(x, label)`` datasets; val is carved from train unless given.
 
     Inputs must already be tensors or arrays (e.g. ``transform=ToTensor()``); they are converted
-    to float32 and labels to int64 on access, so nothing is loaded up front.
+    to float32 and labels to int64 on access, so nothing is loaded up front. A sample whose shape
+    differs from the first one, or that holds NaN/inf, raises ``DataError`` when it is read.
     """
     for split, ds in (("train", train), ("test", test)):
         if len(ds) == 0:

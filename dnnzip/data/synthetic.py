@@ -11,7 +11,7 @@ from dnnzip.errors import DataError
 
 
 def synthetic(input_shape: Sequence[int], num_classes: int, n: int = 256, seed: int = 0, *,
-              noise: float = 1.0, val_fraction: float = 0.2, calib_size: int = 64) -> DataBundle:
+              noise: float = 0.5, val_fraction: float = 0.2, calib_size: int = 64) -> DataBundle:
     """``n`` train and ``max(n // 4, num_classes)`` test samples of shape ``input_shape``."""
     shape = tuple(int(d) for d in input_shape)
     if not shape or min(shape) < 1:

@@ -27,8 +27,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from dnnzip.config import check_choice, check_range
-from dnnzip.distill.common import (eval_limit, eval_split, frozen, require_data, resolve_teacher,
-                                   train_loader)
+from dnnzip.distill.common import eval_limit, eval_split, frozen, require_data, resolve_teacher
 from dnnzip.distill.halting import fit_student
 from dnnzip.distill.kd import check_pair
 from dnnzip.distill.losses import kd_loss, teacher_logits
@@ -83,12 +82,7 @@ def shift_domain(bundle: Any, kind: str, *, severity: float | None = None, seed:
               for k, name in enumerate(("train", "val", "test", "calib"))
               if getattr(bundle, name, None) is not None}
     name = f"{getattr(bundle, 'name', 'data')}+{kind}"
-    if dataclasses.is_dataclass(bundle):
-        return dataclasses.replace(bundle, name=name, **splits)
-    out = copy.copy(bundle)
-    for key, value in {**splits, "name": name}.items():
-        setattr(out, key, value)
-    return out
+    return with_splits(bundle, **splits, name=name)
 
 
 class Relabeled(Dataset):
@@ -132,16 +126,30 @@ def _ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.T
     return F.cross_entropy(logits, y)
 
 
+def with_splits(bundle: Any, **splits: Any) -> Any:
+    """``bundle`` with some splits replaced (a DataBundle stays a DataBundle)."""
+    if dataclasses.is_dataclass(bundle):
+        return dataclasses.replace(bundle, **splits)
+    out = copy.copy(bundle)
+    for key, value in splits.items():
+        setattr(out, key, value)
+    return out
+
+
 def adapt(teacher: nn.Module, source: Any, target: Any, ctx: Context, labelled: bool) -> nn.Module:
-    """Fine-tune a copy of ``teacher`` on source ∪ target (self-labelled target if unlabelled)."""
+    """Fine-tune a copy of ``teacher`` on source ∪ target (self-labelled target if unlabelled).
+
+    Model selection uses the target val split when the target is labelled, else the source's.
+    """
     model = copy.deepcopy(teacher)
     for p in model.parameters():
         p.requires_grad_(True)
     tgt = target.train
     if not labelled:
         tgt = Relabeled(tgt, predict(teacher, tgt)[0].argmax(-1))
-    loader = train_loader(ConcatDataset([source.train, tgt]), ctx, seed_offset=1)
-    fit_student(model, ctx, loss_fn=_ce_loss, loader=loader)
+    joint = with_splits(source, train=ConcatDataset([source.train, tgt]),
+                        val=target.val if labelled else source.val)
+    fit_student(model, dataclasses.replace(ctx, data=joint), loss_fn=_ce_loss)
     return frozen(model)
 
 
@@ -160,12 +168,15 @@ def apply_domain(model: nn.Module, config: DomainConfig, ctx: Context) -> nn.Mod
     if config.adapt_teacher:
         teacher = adapt(teacher, source, target, ctx, config.target_labels)
 
-    def step(m: nn.Module, batch) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        return kd_loss(m(x), teacher_logits(teacher, x), y if config.target_labels else None,
+    labels = config.target_labels
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor):
+        return kd_loss(logits, teacher_logits(teacher, x), y if labels else None,
                        T=config.T, alpha=config.alpha)
 
-    fit_student(student, ctx, step=step, loader=train_loader(target.train, ctx, seed_offset=2))
+    # Unlabelled target: model selection on the source's val split (no target labels used).
+    student_data = target if labels else with_splits(target, val=source.val)
+    fit_student(student, dataclasses.replace(ctx, data=student_data), loss_fn=loss_fn)
     split = eval_split(target)
     if split is not None:
         limit = eval_limit(ctx)

@@ -104,6 +104,7 @@ def solve_map(S: torch.Tensor, T: torch.Tensor, ridge: float, bias: bool) -> tup
 
 def merge_map(layer: nn.Module, Q: torch.Tensor, c: torch.Tensor) -> None:
     """Fold y ↦ Q y + c into ``layer``: W' = Q·W (over output channels), b' = Q·b + c."""
+    Q, c = Q.double(), c.double()
     with torch.no_grad():
         W = layer.weight.double()
         layer.weight.copy_(torch.einsum("oc,c...->o...", Q, W).to(layer.weight.dtype))

@@ -10,11 +10,12 @@ improved by more than ``min_delta`` for ``patience`` epochs, restoring the best 
 halting, no extra parameters) go to ``dnnzip.train.finetune`` when that module exists; steps that
 need paired batches (CS-KD), cached per-sample targets (RONA), learned projections (hints) or
 halting run the local loop below, which honours the same ``Context`` settings
-(epochs, batch_size, lr, max_batches, seed).
+(epochs, batch_size, lr, max_batches, seed) with the trainer's Adam + per-step cosine schedule.
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -91,13 +92,17 @@ def fit_student(student: nn.Module, ctx: Context, *, loss_fn: Callable | None = 
     params = [p for p in student.parameters() if p.requires_grad] + extra_params
     opt = torch.optim.Adam(params, lr=ctx.lr)
     torch.manual_seed(ctx.seed)
+    steps = len(loader) if ctx.max_batches is None else min(len(loader), ctx.max_batches)
+    schedule = cosine(ctx.lr, ctx.epochs * max(steps, 1))
     log = FitLog()
     for epoch in range(ctx.epochs):
         student.train()
         total, count = 0.0, 0
         for i, batch in enumerate(loader):
-            if ctx.max_batches is not None and i >= ctx.max_batches:
+            if i >= steps:
                 break
+            for group in opt.param_groups:
+                group["lr"] = schedule(epoch * steps + i)
             loss = step(student, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -120,6 +125,11 @@ def fit_student(student: nn.Module, ctx: Context, *, loss_fn: Callable | None = 
         log.best_epoch = log.epochs - 1
     student.eval()
     return log
+
+
+def cosine(lr: float, total: int) -> Callable[[int], float]:
+    """Per-step cosine decay from ``lr`` to 0, the trainer's default schedule."""
+    return lambda t: lr * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
 
 
 class HaltingMonitor:

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -110,17 +111,25 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return teacher(x)
 
 
-def kd_loss_fn(teacher: nn.Module, T: float = 4.0, alpha: float = 0.9) -> Callable:
+def kd_loss_fn(teacher: nn.Module, T: float = 4.0, alpha: float = 0.9, *,
+               temperature: float | None = None) -> Callable:
     """A ``loss_fn(model, x, y, logits)`` for ``dnnzip.train.fit``: Hinton KD against ``teacher``.
 
-    The teacher is put in eval mode once here; the returned function does not change it.
+    ``temperature`` is an alias of ``T`` (recipe steps spell it out). The hook uses a private
+    eval-mode copy of the teacher, so neither its weights nor its training flag change.
     """
+    if temperature is not None:
+        T = temperature
     check_temperature(T, "kd_loss_fn")
-    if not 0.0 <= alpha <= 1.0:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"kd_loss_fn: alpha must be a float in [0, 1]. Got {alpha!r} instead.")
-    teacher.eval()
+    if not isinstance(teacher, nn.Module):
+        raise ConfigError(f"kd_loss_fn: the teacher must be an nn.Module, got {type(teacher).__name__}")
+    frozen = copy.deepcopy(teacher).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor):
-        return kd_loss(logits, teacher_logits(teacher, x), y, T=T, alpha=alpha)
+        return kd_loss(logits, teacher_logits(frozen, x), y, T=T, alpha=alpha)
 
     return loss_fn

@@ -45,8 +45,10 @@ def export_model(model: nn.Module, output: str | os.PathLike, *, format: str = "
     try:
         from dnnzip.export import c as c_export
     except ImportError:
+        c_export = None
+    if not callable(getattr(c_export, "export_c", None)):
         raise ConfigError("C export is not available in this build yet; use --format onnx or "
-                          "--format onnx-int8") from None
+                          "--format onnx-int8")
     return Path(c_export.export_c(model, x, output))
 
 

@@ -48,11 +48,16 @@ def recover(model: nn.Module, ctx: Context, *, teacher: nn.Module | None = None,
     plus cross-entropy; ``dnnzip.distill`` provides it when installed, else a local copy is used.
     Uses ``dnnzip.train.finetune`` when available, else a minimal Adam loop.
     """
-    if ctx.data is None or ctx.epochs <= 0:
-        return model
     loss_fn = None
     if teacher is not None:
         loss_fn = kd_hook(copy.deepcopy(teacher), temperature, alpha)
+    return recover_with(model, ctx, loss_fn)
+
+
+def recover_with(model: nn.Module, ctx: Context, loss_fn: Callable | None) -> nn.Module:
+    """Train ``model`` in place with the trainer's ``loss_fn`` hook (None = cross-entropy)."""
+    if ctx.data is None or ctx.epochs <= 0:
+        return model
     try:
         from dnnzip.train import finetune
     except ImportError:

@@ -5,3 +5,5 @@ Importing this package registers its techniques: ``prune.connection``, ``prune.c
 """
 from dnnzip.prune import connection  # noqa: F401  (registers prune.connection)
 from dnnzip.prune import channel  # noqa: F401  (registers prune.channel)
+from dnnzip.prune import layer  # noqa: F401  (registers prune.layer)
+from dnnzip.prune import svd  # noqa: F401  (registers prune.svd; maths in dnnzip.factor.svd)

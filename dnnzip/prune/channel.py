@@ -124,7 +124,7 @@ def score_groups(model: nn.Module, graph: Graph, config: ChannelPruneConfig, ctx
         elif crit in (Criterion.THINET, Criterion.RECONSTRUCTION):
             Z = R.contributions(g, cols)
             if Z is not None:
-                s = C.thinet_scores(Z) if crit is Criterion.THINET else C.lasso_scores(Z, ctx.seed)
+                s = C.thinet_scores(Z) if crit is Criterion.THINET else C.lasso_scores(Z)
         if s is None:  # no BatchNorm / no Conv-Linear consumer: fall back to filter norm
             s = C.magnitude(g, 2 if crit is Criterion.L2 else 1)
         scores[g.name] = s
@@ -201,10 +201,10 @@ def prune_model(model: nn.Module, config: ChannelPruneConfig, ctx: Context) -> d
                 "ratio for it or add it to ignore=.")
     refit = config.least_squares and config.criterion in (Criterion.THINET,
                                                           Criterion.RECONSTRUCTION)
-    report = {}
+    report, alive = {}, {}
     for g in graph.groups:
         idxs = chosen[g.name]
-        plan = R.refit_plan(g, cols, set(idxs)) if refit and idxs else []
+        plan = R.refit_plan(g, cols, set(idxs), alive) if refit and idxs else []
         graph.prune(g, idxs)
         R.apply_plan(plan)
         report[g.name] = (g.size, g.size - len(idxs))

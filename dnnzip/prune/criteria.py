@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import enum
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -106,29 +107,37 @@ def thinet_scores(contrib: torch.Tensor) -> torch.Tensor:
     Repeatedly remove the channel that keeps ||sum of removed contributions||^2 smallest; the
     score is the removal position (first removed = least important)."""
     n = contrib.shape[0]
+    Z = contrib.double()
+    G = Z @ Z.T  # ||sum_{i in T} Z_i||^2 = sum_{i,j in T} G_ij: each step is O(n)
     removed = torch.zeros(n, dtype=torch.bool)
-    acc = torch.zeros(contrib.shape[1], dtype=contrib.dtype)
+    cross = torch.zeros(n, dtype=torch.float64)  # sum_{i in T} G[i, r]
     score = torch.full((n,), float(n), dtype=torch.float64)
     for step in range(n - 1):
-        err = (contrib + acc).pow(2).sum(1)
+        err = 2 * cross + G.diagonal()
         err[removed] = float("inf")
         j = int(torch.argmin(err))
         removed[j] = True
-        acc += contrib[j]
+        cross += G[j]
         score[j] = step
     return score
 
 
-def lasso_scores(contrib: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def lasso_scores(contrib: torch.Tensor) -> torch.Tensor:
     """He et al. channel selection (Eq. 1): LASSO path of  min ||Y - sum_j beta_j Z_j||^2 +
     lambda |beta|_1  with Y = sum_j Z_j; a channel's score is how early (at how large a lambda)
     it becomes non-zero, ties broken by |beta| at the smallest lambda."""
     from sklearn.linear_model import lasso_path
 
-    A = contrib.T.double().numpy()
-    y = A.sum(1)
-    scale = float(abs(y).max()) or 1.0
-    alphas, coefs, _ = lasso_path(A / scale, y / scale, n_alphas=60, eps=1e-4)
+    Z = contrib.double()
+    G = Z @ Z.T  # the LASSO only needs A^T A and A^T y (A = Z^T, y = sum_j Z_j)
+    G = G + 1e-9 * G.diagonal().mean() * torch.eye(G.shape[0], dtype=G.dtype)
+    R = torch.linalg.cholesky(G).T  # ||y - A b||^2 = ||R b - c||^2 + const
+    c = torch.linalg.solve_triangular(R.T, G.sum(1, keepdim=True), upper=False).squeeze(1)
+    scale = float(c.abs().max()) or 1.0
+    with warnings.catch_warnings():  # early path points need not converge to rank entry order
+        warnings.simplefilter("ignore")
+        alphas, coefs, _ = lasso_path((R / scale).numpy(), (c / scale).numpy(), alphas=60,
+                                      eps=1e-4, max_iter=300)
     active = abs(coefs) > 1e-12  # (channels, alphas), alphas descending
     n_alpha = active.shape[1]
     first = torch.tensor([row.argmax() if row.any() else n_alpha for row in active],

@@ -66,6 +66,42 @@ _RULES: dict[type, tpf.BasePruningFunc] = {
 }
 
 
+class _Barrier(tpf.BasePruningFunc):
+    """A layer that permutes channels in a way the graph cannot follow (e.g. channel shuffle):
+    it joins the groups it touches, and those groups are left unpruned."""
+
+    TARGET_MODULES = None
+
+    def prune_out_channels(self, layer, idxs):
+        raise UnsupportedLayerError(f"{type(layer).__name__} is a pruning barrier")
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer):
+        return None
+
+    def get_in_channels(self, layer):
+        return None
+
+
+_BARRIERS: set[type] = set()
+
+
+def register_barrier(cls: type) -> None:
+    """Channels cannot be traced through ``cls`` (a permutation): groups touching it are kept."""
+    _BARRIERS.add(cls)
+
+
+def _default_barriers() -> set[type]:
+    out = set(_BARRIERS)
+    try:
+        from dnnzip.zoo.shufflenet import ChannelShuffle
+        out.add(ChannelShuffle)
+    except ImportError:
+        pass
+    return out
+
+
 def register_rule(cls: type, pruner: tpf.BasePruningFunc) -> None:
     """Teach channel pruning a layer class: ``pruner`` implements prune_out/in_channels."""
     _RULES[cls] = pruner
@@ -132,35 +168,50 @@ def _opaque_rnns(model: nn.Module):
             del m.forward
 
 
-def _check_supported(model: nn.Module, ignore: Sequence[str]) -> None:
+def _has_rule(m: nn.Module) -> bool:
+    return (type(m) in _RULES or isinstance(m, _BUILTIN) or isinstance(m, nn.MultiheadAttention)
+            or not any(True for _ in m.parameters(recurse=False)))
+
+
+def _check_supported(model: nn.Module, ignore: Sequence[str]) -> list[nn.Module]:
+    """Raise for a layer with parameters and no rule; return the ignored ones (barriers)."""
+    unruled = []
     for name, m in model.named_modules():
-        if not name or matches(name, ignore):
+        if not name:
             continue
-        if isinstance(m, RNN_TYPES):
+        ignored = matches(name, ignore)
+        if isinstance(m, RNN_TYPES) and not ignored:
             check_rnn(name, m)
-        if not any(True for _ in m.parameters(recurse=False)):
+        if isinstance(m, RNN_TYPES) and ignored and (m.bidirectional or getattr(m, "proj_size", 0)):
+            unruled.append(m)
+        if _has_rule(m):
             continue
-        if type(m) in _RULES or isinstance(m, _BUILTIN) or isinstance(m, nn.MultiheadAttention):
-            continue
-        raise UnsupportedLayerError(
-            f"'{name}' ({type(m).__name__}) has no pruning rule; add '{name}' to ignore= or "
-            "register a rule with dnnzip.prune.graph.register_rule(cls, pruner).")
+        if not ignored:
+            raise UnsupportedLayerError(
+                f"'{name}' ({type(m).__name__}) has no pruning rule; add '{name}' to ignore= or "
+                "register a rule with dnnzip.prune.graph.register_rule(cls, pruner).")
+        unruled.append(m)
+    return unruled
 
 
 class Graph:
     """Dependency graph of a model (traced on ``example``) and its prunable channel groups."""
 
     def __init__(self, model: nn.Module, example: torch.Tensor, *, ignore: Sequence[str] = ()):
-        _check_supported(model, ignore)
+        unruled = _check_supported(model, ignore)
         self.model = model
         self.names = {m: n for n, m in model.named_modules()}
         ignored = [m for n, m in model.named_modules() if n and matches(n, ignore)]
+        barriers = _default_barriers()
+        rules = dict(_RULES)
+        rules.update({cls: _Barrier() for cls in barriers})
+        rules.update({type(m): _Barrier() for m in unruled})  # ignored layers without a rule
+        barrier_modules = set(unruled)
         was_training = model.training
         try:
             with _opaque_rnns(model), torch.enable_grad():
                 self.dg = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example, customized_pruners=dict(_RULES),
-                    ignored_layers=ignored, verbose=False)
+                    model, example_inputs=example, customized_pruners=rules, verbose=False)
         except (UnsupportedLayerError, ConfigError):
             raise
         except Exception as exc:  # tracing failed inside the user's forward or Torch-Pruning
@@ -170,19 +221,49 @@ class Graph:
                 "that uses it to ignore=.") from exc
         finally:
             model.train(was_training)
+        self._check_reached(model, ignore)
         roots = (nn.Conv1d, nn.Conv2d, nn.Linear) + RNN_TYPES
         self.groups: list[Group] = []
-        for g in self.dg.get_all_groups(root_module_types=roots):
+        for g in self.dg.get_all_groups(ignored_layers=ignored, root_module_types=roots):
             if self._reaches_output(g):
                 continue
             root = g[0].dep.target.module
             if not isinstance(root, nn.Module) or root in ignored:
+                continue
+            if any(isinstance(it.dep.target.module, tuple(barriers))
+                   or it.dep.target.module in barrier_modules for it in g):
+                continue
+            if not self._groups_aligned(g, len(g[0].idxs)):
                 continue
             members = [self.names[it.dep.target.module] for it in g
                        if isinstance(it.dep.target.module, nn.Module)
                        and it.dep.target.module in self.names]
             self.groups.append(Group(self.names[root], root, g[0].dep.handler, len(g[0].idxs),
                                      g, members))
+
+    def _check_reached(self, model: nn.Module, ignore: Sequence[str]) -> None:
+        """Every layer with weights must be on the autograd path to the output."""
+        for name, m in model.named_modules():
+            if (name and not matches(name, ignore) and m not in self.dg.module2node
+                    and any(True for _ in m.parameters(recurse=False))):
+                raise UnsupportedLayerError(
+                    f"the model cannot be traced for channel pruning: layer '{name}' "
+                    f"({type(m).__name__}) is not on the autograd path to the output; an op "
+                    "after it leaves autograd (.detach(), .numpy(), .item(), integer or in-place "
+                    f"ops) or it is unused. Rewrite that op, or add '{name}' to ignore=.")
+
+    @staticmethod
+    def _groups_aligned(g, size: int) -> bool:
+        """A grouped (not depthwise) conv must see exactly this group's channels on the pruned
+        side; across a concatenation its conv groups would need channels of several groups."""
+        for it in g:
+            m = it.dep.target.module
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups > 1 and not (
+                    m.groups == m.in_channels == m.out_channels):
+                is_out = it.dep.handler.__name__ == "prune_out_channels"
+                if (m.out_channels if is_out else m.in_channels) != size:
+                    return False
+        return True
 
     @staticmethod
     def _reaches_output(g) -> bool:

@@ -76,7 +76,7 @@ def consumers_of(group: Group, cols: dict) -> list:
             if not is_out and m in cols and is_consumer(m)]
 
 
-def contributions(group: Group, cols: dict, budget: int = 4_000_000) -> torch.Tensor | None:
+def contributions(group: Group, cols: dict, budget: int = 2_000_000) -> torch.Tensor | None:
     """Z: (group channels) x (samples * outputs), each root channel's summed contribution."""
     parts = []
     for m, idxs, roots in consumers_of(group, cols):
@@ -84,7 +84,7 @@ def contributions(group: Group, cols: dict, budget: int = 4_000_000) -> torch.Te
         X = cols[m]
         W = m.weight.detach().flatten(1)
         cin = W.shape[1] // k
-        s = max(1, min(X.shape[0], budget // max(cin * W.shape[0], 1)))
+        s = max(1, min(X.shape[0], budget // max(max(cin, group.size) * W.shape[0], 1)))
         Xs = X[:s].view(s, cin, k)[:, idxs]
         Ws = W.view(W.shape[0], cin, k)[:, idxs]
         Z = torch.einsum("sck,ock->cso", Xs, Ws)  # (len(idxs), s, out)
@@ -95,24 +95,29 @@ def contributions(group: Group, cols: dict, budget: int = 4_000_000) -> torch.Te
 
 
 @torch.no_grad()
-def refit_plan(group: Group, cols: dict, removed_roots: set, ridge: float = 1e-4) -> list:
+def refit_plan(group: Group, cols: dict, removed_roots: set, alive: dict,
+               ridge: float = 1e-4) -> list:
     """Least-squares weights for each consumer after removing ``removed_roots`` (before pruning).
 
+    ``alive[m]``: the consumer's original input channels still present (earlier groups may have
+    removed others, e.g. across a concatenation); it is updated here.
     Returns (module, new_weight_with_all_current_rows, rows_removed_by_this_group)."""
     plan = []
     out_rows = {m: [i for i, r in zip(idxs, roots) if r in removed_roots]
                 for m, is_out, idxs, roots in group.deps() if is_out}
     for m, idxs, roots in consumers_of(group, cols):
         k = kernel_size(m)
-        X = cols[m].double()
-        W = m.weight.detach().flatten(1).double()
-        cin = W.shape[1] // k
+        cin0 = cols[m].shape[1] // k
+        live = alive.setdefault(m, list(range(cin0)))
         drop_in = {i for i, r in zip(idxs, roots) if r in removed_roots}
-        keep_in = [c for c in range(cin) if c not in drop_in]
-        if len(keep_in) == cin or not keep_in:
+        alive[m] = [c for c in live if c not in drop_in]
+        X = cols[m].double().view(-1, cin0, k)[:, live].reshape(cols[m].shape[0], -1)
+        W = m.weight.detach().flatten(1).double()
+        if W.shape[1] != X.shape[1] or len(alive[m]) == len(live) or not alive[m]:
             continue
         Y = X @ W.T
-        Xk = X.view(X.shape[0], cin, k)[:, keep_in].reshape(X.shape[0], -1)
+        keep_in = [j for j, c in enumerate(live) if c not in drop_in]
+        Xk = X.view(X.shape[0], len(live), k)[:, keep_in].reshape(X.shape[0], -1)
         if Xk.shape[0] < Xk.shape[1] // 2:  # too few samples for a sensible fit
             continue
         G = Xk.T @ Xk

@@ -74,7 +74,9 @@ def export_forward(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if c["quant_in"]:
         x = _qdq_u8(x, c["in_scale"], c["in_zp"])
     w = _dq_axis0(weight, mod.weight_scale)
-    b = _dq_axis0(c["bias_q"], c["bias_scale"]) if c["bias_q"] is not None else mod.bias
+    # the bias scale is computed in the graph from the weight scales: no duplicate initializer
+    b = (_dq_axis0(c["bias_q"], mod.weight_scale * c["in_scale"]) if c["bias_q"] is not None
+         else mod.bias)
     y = torch.nn.functional.conv2d(x, w, b) if as_conv else mod.op(x, w, b)
     if mod.relu:
         y = torch.relu(y)
@@ -98,8 +100,7 @@ def _prepare(model: nn.Module) -> int:
                 quant_in=q_in, quant_out=q_out,
                 in_scale=float(mod.in_scale), in_zp=int(mod.in_zp),
                 out_scale=float(mod.out_scale), out_zp=int(mod.out_zp),
-                bias_q=bias_q,
-                bias_scale=(mod.in_scale * mod.weight_scale).float() if bias_q is not None else None)
+                bias_q=bias_q)
             mod._export = True
             n += 1
     return n

@@ -34,7 +34,10 @@ class KMeansShareConfig:
     """bits: index width of fully connected layers (paper: 5). conv_bits: of conv layers (paper:
     8). overrides: {"module name or re:pattern": bits}. ignore: layers left float. iterations:
     Lloyd iterations. finetune: fine-tune the centroids for ctx.epochs. max_bytes: if set, lower
-    the widths (largest layers first) until the estimated index+codebook bytes fit."""
+    the widths (largest layers first) until the estimated index+codebook bytes fit.
+    keep_masks: keep ``prune.Masked*`` layers with their ``weight_mask`` buffers; by default they
+    become plain layers (the pruned weights are exact zeros in the shared weight), so the artifact
+    does not store the mask a second time next to the zero pattern."""
 
     bits: int = 5
     conv_bits: int = 8
@@ -43,6 +46,7 @@ class KMeansShareConfig:
     iterations: int = 25
     finetune: bool = True
     max_bytes: int | None = None
+    keep_masks: bool = False
 
     def __post_init__(self):
         check_range(self, "bits", 1, 8, integer=True)
@@ -56,10 +60,14 @@ class KMeansShareConfig:
                               f"names to bit widths in [1, 8]. Got {self.overrides!r} instead.")
         if self.max_bytes is not None:
             check_range(self, "max_bytes", 1, None, integer=True)
+        for flag in ("finetune", "keep_masks"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"The {flag!r} parameter of KMeansShareConfig must be a bool. "
+                                  f"Got {getattr(self, flag)!r} instead.")
 
     def __hash__(self):
         return hash((self.bits, self.conv_bits, tuple(sorted(self.overrides.items())),
-                     self.ignore, self.iterations, self.finetune, self.max_bytes))
+                     self.ignore, self.iterations, self.finetune, self.max_bytes, self.keep_masks))
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -100,7 +108,9 @@ class _Shared(nn.Module):
         self.register_buffer("keep", keep)
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
-        return self.centroids[self.index] * self.keep
+        # where, not "* keep": a negative centroid times 0 is -0.0, whose bits differ from 0.0,
+        # and the packer's lossless sparse encoding would then have to store it as a value
+        return torch.where(self.keep.bool(), self.centroids[self.index], 0.0)
 
 
 def layer_bits(name: str, module: nn.Module, config: KMeansShareConfig) -> int | None:
@@ -172,9 +182,31 @@ def share_kmeans(model: nn.Module, config: KMeansShareConfig, ctx: Context) -> n
         if parametrize.is_parametrized(m, "weight"):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
             m.weight.requires_grad_(True)
+    if not config.keep_masks:
+        for name in widths:
+            if hasattr(layers[name], "weight_mask"):
+                _set_module(model, name, _plain(layers[name]))
     model.eval()
     model._dnnzip_share_bits = dict(widths)
     return model
+
+
+def _plain(m: nn.Module) -> nn.Module:
+    """The plain torch layer (Linear/Conv) carrying a masked layer's (already zeroed) weights."""
+    base = next(c for c in type(m).__mro__ if c in _LAYERS)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in m.spec_kwargs().items()}
+    plain = base(**kwargs)
+    with torch.no_grad():
+        plain.weight.copy_(torch.where(m.weight_mask.bool(), m.weight, 0.0))  # +0.0, not -0.0
+        if m.bias is not None:
+            plain.bias.copy_(m.bias)
+    return plain.train(m.training)
+
+
+def _set_module(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, child = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, child, new)  # Sequential children are attributes too (names "0", "1", ...)
 
 
 def distinct_values(model: nn.Module) -> dict[str, int]:

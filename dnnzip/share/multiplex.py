@@ -145,13 +145,30 @@ def multiplex(model: nn.Module, config: MultiplexConfig, ctx: Context) -> nn.Mod
         scores = _scores_on(mux, ctx.data.loader("val", batch_size=256))
         q = torch.quantile(scores, 1.0 - config.target_big_share).item()
         mux.threshold = 1.0 - q if config.mode == "confidence" else q
-    mux._dnnzip_ref = {"structure": True}  # rebuilt from its module tree alone
+    mux._dnnzip_ref = structure_ref(model)
     return mux.eval()
+
+
+def structure_ref(small: nn.Module) -> dict:
+    """The artifact reference of a Multiplexer: "rebuild entirely from the module tree".
+
+    ``{"structure": True}`` is the intent. Until ``dnnzip.artifact.pack`` understands it, the
+    reference also names a zoo model (the small model's own, else a tiny LeNet-300-100) as the
+    base: ``unpack`` builds that base, sees that the recorded root class (share.Multiplexer)
+    differs, and builds the whole tree from the structure with ``build_module``; the placeholder
+    is discarded. Every module inside must therefore be a registered (spec) class.
+    """
+    ref = getattr(small, "_dnnzip_ref", None)
+    if isinstance(ref, dict) and "zoo" in ref:
+        return {"structure": True, "zoo": ref["zoo"], "kwargs": dict(ref.get("kwargs", {}))}
+    return {"structure": True, "zoo": "lenet300", "kwargs": {"input_size": 1, "hidden": [1, 1]}}
 
 
 @torch.no_grad()
 def multiplex_report(mux: Multiplexer, data, *, thresholds=None, split: str = "test") -> list[dict]:
-    """Accuracy, share of inputs sent to the big model and mean MACs per input, per threshold."""
+    """Accuracy, share of inputs sent to the big model and mean MACs per input, per cut on the
+    router score (an input goes big when its score > cut). By default the cuts run from "all
+    big" (-inf) through the score deciles to "all small" (the largest score)."""
     from dnnzip.profile import count_macs
 
     x1 = data.example_input(1)
@@ -166,7 +183,7 @@ def multiplex_report(mux: Multiplexer, data, *, thresholds=None, split: str = "t
     pred_b = torch.cat([mux.big(x).argmax(-1) for x in xs])
     y = torch.cat(ys)
     if thresholds is None:
-        thresholds = torch.quantile(scores, torch.linspace(0, 1, 11)).tolist()
+        thresholds = [float("-inf")] + torch.quantile(scores, torch.linspace(0.1, 1, 10)).tolist()
     rows = []
     for cut in thresholds:
         go = scores > cut

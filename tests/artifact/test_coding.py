@@ -45,6 +45,15 @@ def test_huffman_lengths_are_limited_and_prefix_free():
     assert not any(a != b and b.startswith(a) for a in words for b in words)
 
 
+@settings(max_examples=50, deadline=None)
+@given(values=hnp.arrays(np.int64, st.integers(0, 50), elements=st.integers(0, 2 ** 35 - 1)))
+def test_varints_round_trip(values):
+    buf = coding.pack_varints(values)
+    out, used = coding.unpack_varints(buf + b"\x01", len(values))
+    np.testing.assert_array_equal(out, values)
+    assert used == len(buf)
+
+
 def test_huffman_uses_many_lanes_for_big_streams():
     idx = laplace_indices(50_000)
     stream, meta = coding.encode_symbols(idx, alphabet=32, coder="huffman", bits=5)
@@ -90,6 +99,6 @@ def test_tampered_streams_never_crash(coder, flips):
 def test_meta_lies_are_refused():
     stream, meta = coding.encode_symbols(np.arange(8) % 4, alphabet=4, coder="ans", bits=2)
     for bad in ({"coder": "zip"}, {"bits": 0}, {"alphabet": 99}, {"coded_bits": 3},
-                {"hist_width": 3}):
+                {"table": 9}, {"table": -1}):
         with pytest.raises(FormatError):
             coding.decode_symbols(stream, {**meta, **bad}, count=8)

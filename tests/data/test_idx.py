@@ -139,3 +139,25 @@ def test_corrupt_fashion_mnist_file_is_named(tmp_path, monkeypatch):
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(11, np.uint8))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
         load_data("fashion-mnist", data_dir=folder)
+
+
+def test_fuzz_parse_idx_only_raises_data_error():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    header = st.builds(lambda code, dims: struct.pack(">HBB", 0, code, len(dims))
+                       + struct.pack(f">{len(dims)}I", *dims),
+                       st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x07]),
+                       st.lists(st.integers(0, 6), min_size=0, max_size=4))
+
+    @settings(max_examples=300, deadline=None)
+    @given(header, st.binary(max_size=200), st.booleans())
+    def check(head, body, raw):
+        data = body if raw else head + body
+        try:
+            arr = parse_idx(data, where="fuzz")
+        except DataError:
+            return
+        assert arr.size * arr.itemsize == len(data) - 4 - 4 * arr.ndim
+
+    check()

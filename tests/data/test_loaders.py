@@ -250,6 +250,21 @@ def test_from_datasets_rejects_untransformed_images():
         from_datasets(Raw(10), Raw(4))
 
 
+def test_from_datasets_checks_samples_on_access():
+    class Odd(_Labelled):
+        def __getitem__(self, i):
+            x = torch.zeros(2, 3) if i < 5 else torch.zeros(2, 4)
+            if i == 3:
+                x[0, 0] = float("nan")
+            return x, 0
+
+    b = from_datasets(Odd(10), Odd(10), val_fraction=0.5, limit=None)
+    with pytest.raises(DataError, match="NaN"):
+        b.test[3]
+    with pytest.raises(DataError, match=r"sample 7 has shape \(2, 4\)"):
+        b.test[7]
+
+
 def test_empty_split_is_a_data_error():
     with pytest.raises(DataError, match="test dataset is empty"):
         from_datasets(_Labelled(10), TensorDataset(torch.zeros(0, 2, 3), torch.zeros(0)))

@@ -82,3 +82,16 @@ def test_feature_shape_mismatch_is_named():
         angular_loss(torch.randn(2, 3), torch.randn(2, 4))
     with pytest.raises(ConfigError, match="projection"):
         hint_loss(torch.randn(2, 3), torch.randn(2, 4))
+
+
+def test_kd_loss_fn_accepts_the_recipe_spelling_and_keeps_teacher_mode():
+    teacher = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5)).train()
+    fn = kd_loss_fn(teacher, temperature=2.0, alpha=1.0)
+    x = torch.randn(5, 4)
+    student = nn.Linear(4, 3)
+    a = fn(student, x, None, student(x))
+    b = fn(student, x, None, student(x))
+    assert teacher.training  # the caller's teacher is not switched to eval
+    torch.testing.assert_close(a, b)  # the private copy runs in eval mode (no dropout noise)
+    with pytest.raises(ConfigError, match="alpha"):
+        kd_loss_fn(teacher, alpha=1.5)

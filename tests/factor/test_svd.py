@@ -142,3 +142,18 @@ def test_registered_and_config_checks():
         SVDConfig(energy=1.5)
     with pytest.raises(ConfigError, match="max_bytes"):
         SVDConfig(rule="bytes")
+
+
+def test_zoo_gru_factored_survives_artifact(tmp_path):
+    from dnnzip import zoo
+    from dnnzip.artifact import pack, unpack
+
+    model = zoo.build("gru").eval()
+    out = apply_svd(model, SVDConfig(rule="ratio", ratio=0.25), Context())
+    assert isinstance(out.rnn, LowRankGRU)
+    size = pack(out, tmp_path / "g.dnz")
+    dense = pack(model, tmp_path / "d.dnz")
+    assert size < dense
+    again = unpack(tmp_path / "g.dnz")
+    x = torch.randn(3, 1, 40)
+    assert torch.equal(again(x), out(x))

@@ -1,0 +1,243 @@
+"""Distillation benchmarks on Fashion-MNIST (survey Sec. VI), reduced budget, CPU, 1 thread.
+
+Sections (``--sections``, comma-separated):
+  kd       quarter-width LeNet-5 student: Hinton KD from a full LeNet-5 vs the same student
+           trained alone (cross-entropy), same epochs, per seed.
+  takd     tiny LeNet-5 (widths 2/4/16): TAKD (one interpolated assistant) vs plain KD.
+  domain   target = rotated Fashion-MNIST: source-only student vs target-only CE student vs
+           cross-domain KD (distill.domain), accuracy on the rotated test split.
+  fskd     FSKD with 500 unlabelled samples after 50 % L1 channel pruning of conv1 and fc1
+           (conv2 / fc2 keep their output widths, so they are aligned), no SGD.
+  prunekd  70 % channel pruning (prune.channel, all layers), then fine-tune with cross-entropy vs
+           with kd_loss_fn(teacher) as the fine-tuning loss, same epochs.
+
+Every number is test accuracy (10,000 test images unless --quick) of a model trained here.
+Prints one markdown table per section and writes runs/bench_distill/<section>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dnnzip import registry, zoo
+from dnnzip.data import load_data
+from dnnzip.distill import kd_loss_fn, shift_domain
+from dnnzip.registry import Context
+from dnnzip.train import evaluate, finetune
+
+OUT = Path("runs/bench_distill")
+
+
+def ctx_for(data, seed, epochs, teacher=None, **kw):
+    return Context(data=data, teacher=teacher, epochs=epochs, batch_size=128, lr=2e-3,
+                   seed=seed, **kw)
+
+
+def build(widths, seed):
+    torch.manual_seed(seed)
+    return zoo.build("lenet5", widths=list(widths))
+
+
+def train_ce(model, data, seed, epochs):
+    model = copy.deepcopy(model)
+    finetune(model, ctx_for(data, seed, epochs))
+    return model
+
+
+def acc(model, data):
+    return evaluate(model, data.test)
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def summary(values):
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def table(title, header, rows):
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def sec_kd(data, teacher, args):
+    res = {"alone": [], "kd": []}
+    for seed in args.seeds:
+        init = build((5, 12, 125), seed)
+        res["alone"].append(acc(train_ce(init, data, seed, args.epochs), data))
+        kd = registry.apply("distill.kd", init, {"T": 4.0, "alpha": 0.9},
+                            ctx_for(data, seed, args.epochs, teacher))
+        res["kd"].append(acc(kd, data))
+    gain = [k - a for k, a in zip(res["kd"], res["alone"])]
+    rows = [["teacher LeNet-5", n_params(teacher), summary([acc(teacher, data)]), ""],
+            ["student alone (CE)", n_params(init), summary(res["alone"]), ""],
+            ["student + KD (T=4, α=0.9)", n_params(init), summary(res["kd"]),
+             f"{100 * statistics.mean(gain):+.2f} (per seed: "
+             + ", ".join(f"{100 * g:+.2f}" for g in gain) + ")"]]
+    return res, table("KD vs student alone", ["model", "params", "test acc %", "KD gain pt"], rows)
+
+
+def sec_takd(data, teacher, args):
+    res = {"plain_kd": [], "takd": [], "assistant": []}
+    for seed in args.seeds:
+        init = build((2, 4, 16), seed)
+        plain = registry.apply("distill.kd", init, {"T": 4.0, "alpha": 0.9},
+                               ctx_for(data, seed, args.epochs, teacher))
+        res["plain_kd"].append(acc(plain, data))
+        ctx = ctx_for(data, seed, args.epochs, teacher)
+        takd = registry.apply("distill.assistant", init, {"steps": 1, "T": 4.0, "alpha": 0.9}, ctx)
+        res["takd"].append(acc(takd, data))
+        rep = ctx.extra["distill"]["distill.assistant"]["extra"]
+        res["assistant"].append(rep["chain"][0]["params"])
+    diff = [t - p for t, p in zip(res["takd"], res["plain_kd"])]
+    rows = [["plain KD teacher→student", n_params(init), summary(res["plain_kd"]), ""],
+            [f"TAKD teacher→assistant ({res['assistant'][0]} params)→student", n_params(init),
+             summary(res["takd"]), f"{100 * statistics.mean(diff):+.2f} (per seed: "
+             + ", ".join(f"{100 * d:+.2f}" for d in diff) + ")"]]
+    return res, table(f"TAKD vs plain KD (teacher {n_params(teacher)} params)",
+                      ["run", "student params", "test acc %", "TAKD − KD pt"], rows)
+
+
+def sec_domain(data, teacher, args):
+    target = shift_domain(data, "rotate", severity=45.0, seed=0)
+    res = {"source_only": [], "target_ce": [], "domain_kd": [], "teacher_target": [],
+           "adapted_teacher_target": []}
+    for seed in args.seeds[:args.domain_seeds]:
+        init = build((5, 12, 125), seed)
+        res["source_only"].append(acc(train_ce(init, data, seed, args.epochs), target))
+        res["target_ce"].append(acc(train_ce(init, target, seed, args.epochs), target))
+        ctx = ctx_for(data, seed, args.epochs, teacher, extra={"target_data": target})
+        out = registry.apply("distill.domain", init, {"alpha": 0.9, "T": 4.0}, ctx)
+        res["domain_kd"].append(acc(out, target))
+        rep = ctx.extra["distill"]["distill.domain"]
+        res["teacher_target"].append(rep["extra"]["source_teacher_accuracy"])
+        res["adapted_teacher_target"].append(rep["teacher_accuracy"])
+    rows = [["source-trained teacher (val of target)", summary(res["teacher_target"])],
+            ["teacher adapted on source ∪ target (val of target)",
+             summary(res["adapted_teacher_target"])],
+            ["student, source only (CE)", summary(res["source_only"])],
+            ["student, target only (CE, labels)", summary(res["target_ce"])],
+            ["student, cross-domain KD (distill.domain)", summary(res["domain_kd"])]]
+    return res, table("Domain shift: Fashion-MNIST rotated 45° (test acc on the rotated test set)",
+                      ["model", "acc %"], rows)
+
+
+def l1_prune_pair(model, layer, nxt, ratio, block=1):
+    """Keep the (1 - ratio) output channels of ``layer`` with largest L1 norm; slice ``nxt``."""
+    a, b = getattr(model, layer), getattr(model, nxt)
+    keep_n = max(1, int(round(a.weight.shape[0] * (1 - ratio))))
+    keep = a.weight.detach().abs().flatten(1).sum(1).topk(keep_n).indices.sort().values
+    cols = (keep[:, None] * block + torch.arange(block)).flatten()
+    with torch.no_grad():
+        if isinstance(a, nn.Conv2d):
+            new_a = nn.Conv2d(a.in_channels, keep_n, a.kernel_size, a.stride, a.padding)
+        else:
+            new_a = nn.Linear(a.in_features, keep_n)
+        new_a.weight.copy_(a.weight[keep])
+        new_a.bias.copy_(a.bias[keep])
+        if isinstance(b, nn.Conv2d):
+            new_b = nn.Conv2d(keep_n, b.out_channels, b.kernel_size, b.stride, b.padding)
+            new_b.weight.copy_(b.weight[:, keep])
+        else:
+            new_b = nn.Linear(len(cols), b.out_features)
+            new_b.weight.copy_(b.weight[:, cols])
+        new_b.bias.copy_(b.bias)
+    setattr(model, layer, new_a)
+    setattr(model, nxt, new_b)
+
+
+def sec_fskd(data, teacher, args):
+    pruned = copy.deepcopy(teacher)
+    l1_prune_pair(pruned, "conv1", "conv2", 0.5)
+    l1_prune_pair(pruned, "fc1", "fc2", 0.5)
+    t_acc, p_acc = acc(teacher, data), acc(pruned, data)
+    rows, res = [], {"teacher": t_acc, "pruned": p_acc, "fskd": {}}
+    for n in args.fskd_samples:
+        ctx = Context(data=data, teacher=teacher, seed=0)
+        out = registry.apply("distill.few_sample", pruned, {"samples": n}, ctx)
+        a = acc(out, data)
+        rec = (a - p_acc) / max(t_acc - p_acc, 1e-9)
+        res["fskd"][n] = {"acc": a, "recovered": rec,
+                          "aligned": ctx.extra["distill"]["distill.few_sample"]["extra"]["aligned"]}
+        rows.append([f"pruned + FSKD, {n} unlabelled samples", n_params(out), f"{100 * a:.2f}",
+                     f"{100 * rec:.0f} %"])
+    rows = [["teacher LeNet-5", n_params(teacher), f"{100 * t_acc:.2f}", ""],
+            ["50 % L1 channel-pruned conv1+fc1, no fine-tune", n_params(pruned),
+             f"{100 * p_acc:.2f}", "0 %"]] + rows
+    return res, table("FSKD after 50 % channel pruning",
+                      ["model", "params", "test acc %", "share of lost accuracy recovered"], rows)
+
+
+def sec_prunekd(data, teacher, args):
+    pctx = Context(data=data, epochs=0, seed=0)
+    pruned = registry.apply("prune.channel", teacher, {"ratio": 0.7, "finetune": False}, pctx)
+    res = {"pruned": acc(pruned, data), "ce": [], "kd": []}
+    for seed in args.seeds:
+        ce = copy.deepcopy(pruned)
+        finetune(ce, ctx_for(data, seed, args.ft_epochs))
+        res["ce"].append(acc(ce, data))
+        kd = copy.deepcopy(pruned)
+        finetune(kd, ctx_for(data, seed, args.ft_epochs),
+                 loss_fn=kd_loss_fn(copy.deepcopy(teacher), T=4.0, alpha=0.9))
+        res["kd"].append(acc(kd, data))
+    gain = [k - c for k, c in zip(res["kd"], res["ce"])]
+    rows = [["teacher", n_params(teacher), f"{100 * acc(teacher, data):.2f}", ""],
+            ["70 % channel-pruned, no fine-tune", n_params(pruned), f"{100 * res['pruned']:.2f}", ""],
+            [f"+ fine-tune CE ({args.ft_epochs} ep)", n_params(pruned), summary(res["ce"]), ""],
+            [f"+ fine-tune KD ({args.ft_epochs} ep)", n_params(pruned), summary(res["kd"]),
+             f"{100 * statistics.mean(gain):+.2f} (per seed: "
+             + ", ".join(f"{100 * g:+.2f}" for g in gain) + ")"]]
+    return res, table("KD as the fine-tuning loss after 70 % channel pruning",
+                      ["model", "params", "test acc %", "KD − CE pt"], rows)
+
+
+SECTIONS = {"kd": sec_kd, "takd": sec_takd, "domain": sec_domain, "fskd": sec_fskd,
+            "prunekd": sec_prunekd}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny budget smoke run")
+    p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--limit", type=int, default=8000, help="train pool size (test: full 10k)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--teacher-epochs", type=int, default=4)
+    p.add_argument("--ft-epochs", type=int, default=2)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--domain-seeds", type=int, default=1)
+    p.add_argument("--fskd-samples", type=int, nargs="+", default=[100, 500])
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.quick:
+        args.limit, args.epochs, args.teacher_epochs, args.ft_epochs = 1500, 1, 1, 1
+        args.seeds, args.fskd_samples = [0], [200]
+    data = load_data("fashion-mnist", seed=0, limit=args.limit)
+    if args.quick:
+        data = data.limit(1500)
+    OUT.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    teacher = train_ce(build((20, 50, 500), 100), data, 100, args.teacher_epochs)
+    print(f"teacher: {100 * acc(teacher, data):.2f} % in {time.perf_counter() - t0:.0f} s")
+    for name in args.sections.split(","):
+        t = time.perf_counter()
+        res, md = SECTIONS[name](data, teacher, args)
+        secs = time.perf_counter() - t
+        (OUT / f"{name}.json").write_text(json.dumps({"result": res, "seconds": secs,
+                                                      "args": vars(args)}, indent=1))
+        print(md + f"\n\n({name}: {secs:.0f} s)\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

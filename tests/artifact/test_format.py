@@ -1,0 +1,191 @@
+"""The container reader, fed malformed and random files: FormatError or a valid model, always."""
+import functools
+import json
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from dnnzip.artifact import pack, read_manifest, unpack
+from dnnzip.artifact import format as fmt
+from dnnzip.errors import FormatError
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "artifact"
+sys.path.insert(0, str(FIXTURES))
+from make_fixtures import template, with_manifest  # noqa: E402
+
+CASES = json.loads((FIXTURES / "cases.json").read_text())
+
+
+def test_valid_fixture_loads():
+    model = unpack(FIXTURES / "valid.dnz", template=template())
+    for k, v in template().state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_malformed_fixture_raises_format_error(name):
+    assert (FIXTURES / name).stat().st_size < 5000
+    with pytest.raises(FormatError, match=CASES[name]) as info:
+        unpack(FIXTURES / name, template=template())
+    assert name in str(info.value)  # names the file
+
+
+def test_fixtures_cover_the_required_cases():
+    required = {"truncated", "header_too_big", "offsets_past_eof", "overlapping", "trailing_bytes",
+                "bad_json", "wrong_format", "future_version", "unknown_encoding", "size_mismatch",
+                "coded_truncated", "index_out_of_range"}
+    assert required <= {n[:-4] for n in CASES}
+
+
+def test_same_content_same_bytes(tmp_path):
+    a, b = tmp_path / "a.dnz", tmp_path / "b.dnz"
+    model = template()
+    pack(model, a, ref={"template": "t"}, meta={"z": 1, "a": [1, 2]})
+    shuffled = torch.nn.Sequential(torch.nn.Linear(32, 8))
+    shuffled.load_state_dict(dict(reversed(list(model.state_dict().items()))))
+    pack(shuffled, b, ref={"template": "t"}, meta={"a": [1, 2], "z": 1})
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_manifest_is_readable_and_checked(tmp_path):
+    path = tmp_path / "m.dnz"
+    pack(template(), path, ref={"template": "t"}, meta={"recipe": "x"},
+         encodings={"0.weight": ("codebook", {"coder": "ans"})})
+    m = read_manifest(path)
+    assert m["format"] == "dnz" and m["version"] == 1 and m["meta"] == {"recipe": "x"}
+    entry = m["tensors"]["0.weight"]
+    assert entry["encoding"] == "codebook" and entry["streams"] == ["0.weight/codebook",
+                                                                    "0.weight/indices"]
+    coded = entry["meta"]["indices"]
+    assert coded["symbols"] == 256 and coded["coded_bits"] >= coded["entropy_bits"] > 0
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "keep.dnz"
+    pack(template(), path, ref={"template": "t"})
+    before = path.read_bytes()
+
+    def boom(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fmt.os, "fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        pack(template(), path, ref={"template": "t"}, meta={"other": True})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.dnz"]  # no temp file left
+
+
+def test_unencodable_meta_writes_nothing(tmp_path):
+    path = tmp_path / "x.dnz"
+    with pytest.raises(Exception, match="JSON"):
+        pack(template(), path, ref={"template": "t"}, meta={"bad": float("nan")})
+    assert not path.exists()
+
+
+@functools.lru_cache(maxsize=1)
+def _variants():
+    tmp = Path(tempfile.mkdtemp())
+    model = template()
+    out = {}
+    for label, enc in [("raw", "raw"), ("ans", ("codebook", {"coder": "ans"})),
+                       ("huffman", ("codebook", {"coder": "huffman"})),
+                       ("sparse", ("sparse", {"gap_bits": 2, "values": "codebook"}))]:
+        path = tmp / f"{label}.dnz"
+        pack(model, path, ref={"template": "t"}, encodings={"0.weight": enc})
+        out[label] = path.read_bytes()
+        path.unlink()
+    tmp.rmdir()
+    return out
+
+
+def _load_or_format_error(data: bytes, tmp: Path) -> None:
+    path = tmp / "fuzz.dnz"
+    path.write_bytes(data)
+    try:
+        model = unpack(path, template=template())
+    except FormatError:
+        return
+    assert isinstance(model, torch.nn.Module)
+
+
+mutation = st.tuples(st.sampled_from(["flip", "cut", "insert"]), st.integers(0, 10 ** 6),
+                     st.integers(1, 255))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["raw", "ans", "huffman", "sparse"]),
+       mutations=st.lists(mutation, min_size=1, max_size=3))
+def test_fuzz_random_damage(tmp_path, kind, mutations):
+    data = bytearray(_variants()[kind])
+    for op, pos, val in mutations:
+        pos %= len(data) + 1
+        if op == "flip" and pos < len(data):
+            data[pos] ^= val
+        elif op == "cut":
+            del data[pos:]
+        else:
+            data[pos:pos] = bytes([val])
+        if not data:
+            break
+    _load_or_format_error(bytes(data), tmp_path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["ans", "huffman", "sparse"]),
+       flips=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(1, 255)), min_size=1,
+                      max_size=3))
+def test_fuzz_stream_damage_behind_valid_checksums(tmp_path, kind, flips):
+    """Damage inside streams, checksums recomputed: the decoders themselves must hold."""
+    def damage(streams):
+        names = sorted(streams)
+        for pos, xor in flips:
+            name = names[pos % len(names)]
+            if streams[name]:
+                buf = bytearray(streams[name])
+                buf[(pos // 7) % len(buf)] ^= xor
+                streams[name] = bytes(buf)
+
+    _load_or_format_error(with_manifest(_variants()[kind], lambda m: None, damage), tmp_path)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["raw", "ans", "huffman", "sparse"]), path_pick=st.integers(0, 10 ** 6),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 40), st.text(max_size=4),
+                       st.lists(st.integers(-3, 3), max_size=3), st.just({})))
+def test_fuzz_manifest_values(tmp_path, kind, path_pick, value):
+    """Replace one value anywhere in the manifest by something else of any type."""
+    def edit(manifest):
+        slots = []
+
+        def walk(node):
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for k, v in list(items):
+                slots.append((node, k))
+                if isinstance(v, (dict, list)):
+                    walk(v)
+        walk(manifest)
+        node, key = slots[path_pick % len(slots)]
+        if key != "checksums":
+            node[key] = value
+
+    _load_or_format_error(with_manifest(_variants()[kind], edit), tmp_path)
+
+
+def test_header_length_and_cap_are_checked_before_reading():
+    with pytest.raises(FormatError, match="too short"):
+        fmt.parse_container(b"\x01\x02", "'x'")
+    big = (fmt.MAX_HEADER + 1).to_bytes(8, "little")
+    with pytest.raises(FormatError, match="exceeds"):
+        fmt.parse_container(big + b"{}", "'x'")
+
+
+def test_crc_of_streams_is_recorded(tmp_path):
+    path = tmp_path / "c.dnz"
+    pack(template(), path, ref={"template": "t"})
+    manifest, streams = fmt.read_container(path)
+    assert manifest["checksums"] == {k: zlib.crc32(v) for k, v in streams.items()}
