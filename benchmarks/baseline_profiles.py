@@ -1,4 +1,5 @@
-"""Baseline profiles: LeNet-300-100 and LeNet-5 on Fashion-MNIST, torch eager vs ONNX Runtime.
+"""Baseline profiles: LeNet-300-100 and LeNet-5 on Fashion-MNIST, torch eager vs ONNX Runtime
+(and dnnzip's generated C, compiled with the system compiler).
 
 For each model: train quickly (or load cached weights from runs/baseline/), pack to a .dnz file
 (its size is the real file's), reload it, then per round time batch 1 and batch 64 on both
@@ -33,7 +34,8 @@ from dnnzip.runtime import evaluate_session, get_runtime  # noqa: E402
 from dnnzip.train import TrainSettings, evaluate, fit  # noqa: E402
 
 MODELS = ("lenet300", "lenet5")
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "c")
+LABEL = {"torch": "torch", "onnxruntime": "ORT", "c": "C"}
 BATCHES = (1, 64)
 
 
@@ -97,25 +99,29 @@ def render(results: list[dict], args, cmd: str, took: float) -> str:
              f"Command: `{cmd}`", "", f"Machine: {machine()}", "",
              f"Data: Fashion-MNIST (`load_data('fashion-mnist'{', limit=...' if args.limit else ''})`"
              f", test split {args.test_size} samples). Latency: 1 thread "
-             f"(torch.set_num_threads(1) / ORT intra_op=1, inter_op=1, all graph optimizations), "
+             f"(torch.set_num_threads(1) / ORT intra_op=1, inter_op=1, all graph optimizations / C "
+             f"single-threaded, `cc -O3 -march=native`), "
              f"20 warm-up calls, {args.repeats} timed calls at batch 1 and "
              f"{max(10, args.repeats // 4)} at batch 64 per round; medians over {args.rounds} "
              f"rounds of each round's p50 / p95. Wall time {took:.0f} s.", "",
-             "| model | how trained | .dnz bytes (file) | params | MACs/sample | test acc torch | "
-             "test acc ORT | energy/sample (estimated) | peak activations (estimated) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | how trained | .dnz bytes (file) | params | MACs/sample | "
+             + " | ".join(f"test acc {LABEL[rt]}" for rt in RUNTIMES)
+             + " | energy/sample (estimated) | peak activations (estimated) |",
+             "|---|---|---:|---:|---:|" + "---:|" * len(RUNTIMES) + "---:|---:|"]
     for r in results:
+        accs = " | ".join(f"{100 * r['acc'][rt]:.2f} %" for rt in RUNTIMES)
         lines.append(f"| {r['name']} | {r['origin']} | {r['bytes']:,} | {r['params']:,} | "
-                     f"{r['macs']:,} | {100 * r['acc']['torch']:.2f} % | "
-                     f"{100 * r['acc']['onnxruntime']:.2f} % | {r['energy_uj']:.1f} µJ "
+                     f"{r['macs']:,} | {accs} | {r['energy_uj']:.1f} µJ "
                      f"(horowitz-45nm) | {r['peak_act']:,} B |")
-    lines += ["", "| model | batch | torch p50 ms | torch p95 ms | ORT p50 ms | ORT p95 ms | "
-              "ORT speed-up (p50) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    head = " | ".join(f"{LABEL[rt]} p50 ms | {LABEL[rt]} p95 ms" for rt in RUNTIMES)
+    lines += ["", f"| model | batch | {head} | ORT / torch speed-up (p50) |",
+              "|---|---:|" + "---:|---:|" * len(RUNTIMES) + "---:|"]
     for r in results:
         for b in BATCHES:
+            cells = " | ".join(f"{med(r['lat'][(rt, b)], 'p50_ms'):.4f} | "
+                               f"{med(r['lat'][(rt, b)], 'p95_ms'):.4f}" for rt in RUNTIMES)
             t, o = r["lat"][("torch", b)], r["lat"][("onnxruntime", b)]
-            lines.append(f"| {r['name']} | {b} | {med(t, 'p50_ms'):.4f} | {med(t, 'p95_ms'):.4f} "
-                         f"| {med(o, 'p50_ms'):.4f} | {med(o, 'p95_ms'):.4f} | "
+            lines.append(f"| {r['name']} | {b} | {cells} | "
                          f"{med(t, 'p50_ms') / med(o, 'p50_ms'):.2f}x |")
     lines += ["", "DeepEye split:"] + [f"- {r['name']}: {r['split']}" for r in results]
     lines += ["", "The .dnz size is `os.path.getsize` of the file `pack` wrote (default "

@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dnnzip.artifact import coding  # noqa: E402
+from dnnzip.artifact.encodings import get_encoding  # noqa: E402
 from dnnzip.artifact.sparse import to_gaps  # noqa: E402
 
 
@@ -86,7 +87,32 @@ def measure(symbols: np.ndarray, alphabet: int, bits: int, repeats: int) -> dict
     return row
 
 
-def render(rows: dict, args, elapsed: float) -> str:
+def tensors(n: int, repeats: int, seed: int = 0) -> list[dict]:
+    """Whole-tensor decode in weights/s: a 32-value shared tensor, and the same pruned to 90 %."""
+    rng = np.random.default_rng(seed)
+    w = rng.laplace(scale=0.05, size=n)
+    idx = kmeans_1d(w, 32)
+    centroids = np.array([w[idx == c].mean() for c in range(32)], dtype=np.float32)
+    shared = centroids[idx]
+    pruned = np.where(rng.random(n) >= 0.9, shared, np.float32(0))
+    out = []
+    for label, arr, enc, opts in [
+            ("codebook (ANS)", shared, "codebook", {"coder": "ans"}),
+            ("codebook (Huffman)", shared, "codebook", {"coder": "huffman"}),
+            ("sparse 90 % + codebook (ANS)", pruned, "sparse", {"values": "codebook", "gap_bits": 5}),
+            ("sparse 90 % + codebook (Huffman)", pruned, "sparse",
+             {"values": "codebook", "gap_bits": 5, "coder": "huffman"})]:
+        e = get_encoding(enc)
+        streams, meta = e.encode(arr, **opts)
+        back = e.decode(streams, meta, [n], "float32")
+        assert back.tobytes() == arr.tobytes()
+        dec = median_time(lambda: e.decode(streams, meta, [n], "float32"), repeats)
+        size = sum(map(len, streams.values()))
+        out.append({"label": label, "n": n, "bytes": size, "dec_s": dec})
+    return out
+
+
+def render(rows: dict, args, elapsed: float, tensor_rows: list[dict] = ()) -> str:
     import constriction  # noqa: F401
 
     lines = [
@@ -111,6 +137,12 @@ def render(rows: dict, args, elapsed: float) -> str:
             label = {"none": "k-bit pack", "ans": "**ANS**"}.get(coder, coder)
             lines.append(f"| {name} | {n:,} | {h / n:.4f} | {label} | {r['bits'] / n:.4f} | "
                          f"{100 * (r['bits'] / h - 1):+.2f} % | {n / r['dec_s'] / 1e6:.1f} | {enc} |")
+    lines += ["", "Whole tensors (float32 weights, decode = indices + table lookup + scatter):", "",
+              "| tensor | weights | bytes | vs fp32 | decode M weights/s |",
+              "|---|---:|---:|---:|---:|"]
+    for r in tensor_rows:
+        lines.append(f"| {r['label']} | {r['n']:,} | {r['bytes']:,} | "
+                     f"{4 * r['n'] / r['bytes']:.1f}x smaller | {r['n'] / r['dec_s'] / 1e6:.1f} |")
     lines += ["", "Targets: ANS within 0.5 % of n·H; decode >= 50 M weights/s."]
     return "\n".join(lines) + "\n"
 
@@ -137,7 +169,8 @@ def main() -> None:
         pass
     t0 = time.perf_counter()
     rows = {name: measure(s, a, b, args.repeats) for name, (s, a, b) in streams(args.n).items()}
-    text = render(rows, args, time.perf_counter() - t0)
+    tensor_rows = tensors(args.n, args.repeats)
+    text = render(rows, args, time.perf_counter() - t0, tensor_rows)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

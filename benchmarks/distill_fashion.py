@@ -228,7 +228,14 @@ def main():
         data = data.limit(1500)
     OUT.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    teacher = train_ce(build((20, 50, 500), 100), data, 100, args.teacher_epochs)
+    cache = OUT / f"teacher_l{args.limit}_e{args.teacher_epochs}{'_quick' if args.quick else ''}.pt"
+    teacher = build((20, 50, 500), 100)
+    if cache.is_file():  # same data and budget: reuse the teacher of an earlier section run
+        teacher.load_state_dict(torch.load(cache, weights_only=True))
+        teacher.eval()
+    else:
+        teacher = train_ce(teacher, data, 100, args.teacher_epochs)
+        torch.save(teacher.state_dict(), cache)
     print(f"teacher: {100 * acc(teacher, data):.2f} % in {time.perf_counter() - t0:.0f} s")
     for name in args.sections.split(","):
         t = time.perf_counter()

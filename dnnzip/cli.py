@@ -90,9 +90,9 @@ LIMIT = typer.Option(None, "--limit", help="use at most this many training sampl
 def zoo():
     """List models and datasets."""
     from dnnzip import zoo as z
-    from dnnzip.data import dataset_names
+    from dnnzip.data import names as dataset_names
     from dnnzip import registry
-    data = {"models": {n: z.info(n) for n in z.names()}, "datasets": dataset_names(),
+    data = {"models": {n: z.info(n) for n in z.names()}, "datasets": list(dataset_names()),
             "techniques": registry.names()}
 
     def render(d):
@@ -178,11 +178,16 @@ def profile(model: str = MODEL, data: Optional[str] = DATA, data_dir: Optional[s
     from dnnzip.profile import profile as run_profile, render_table
     budget = Budget.parse(max_size=max_size, max_latency=max_latency, max_energy=max_energy,
                           min_accuracy=min_accuracy, runtime=runtime[0])
+    import tempfile
+    from dnnzip.artifact import pack as do_pack
     bundle = _data(data, data_dir)
     net = _model(model, arch, kwargs, trust_pickle, bundle)
-    prof = run_profile(net, bundle, runtimes=tuple(runtime), batch_size=batch_size,
-                       threads=threads, repeats=repeats,
-                       artifact=model if model.endswith(".dnz") else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = model if model.endswith(".dnz") else str(Path(tmp) / "model.dnz")
+        if artifact != model:  # the size is that of a real packed file, never a guess
+            do_pack(net, artifact)
+        prof = run_profile(net, bundle, runtimes=tuple(runtime), batch_size=batch_size,
+                           threads=threads, repeats=repeats, artifact=artifact)
     d = prof.to_dict()
     problems = budget.violations(**prof.budget_point(budget.runtime)) if not budget.is_empty() else []
     d["budget"] = {"constraints": budget.describe(), "violations": problems, "fits": not problems}
@@ -344,7 +349,9 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, standalone_mode=False, prog_name="dnnzip")
+        rc = app(args=args, standalone_mode=False, prog_name="dnnzip")
+        if isinstance(rc, int) and rc:  # typer.Exit(code) comes back as a return value
+            sys.exit(rc)
     except DnnzipError as exc:
         err.print(f"[red]{type(exc).__name__}:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)
@@ -354,8 +361,11 @@ def main(argv: list[str] | None = None) -> None:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # click usage errors carry their own exit code
-        import click
-        if isinstance(exc, click.ClickException):
+        try:
+            from click.exceptions import ClickException
+        except ImportError:  # typer >= 0.26 vendors click
+            from typer._click.exceptions import ClickException
+        if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -10,10 +10,13 @@ from dnnzip import cli, zoo
 
 
 def run(capsys, *args):
-    with pytest.raises(SystemExit) as info:
+    code = 0
+    try:
         cli.main(list(args))
+    except SystemExit as exc:
+        code = exc.code or 0
     captured = capsys.readouterr()
-    return info.value.code or 0, captured.out, captured.err
+    return code, captured.out, captured.err
 
 
 def ok(capsys, *args):

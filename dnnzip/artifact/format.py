@@ -36,7 +36,9 @@ VERSION = 1
 MAX_HEADER = 16 << 20
 MAX_NDIM = 16
 MAX_NUMEL = (1 << 31) - 1
-MAX_DECODED_BYTES = 4 << 30
+MAX_DECODED_BYTES = 4 << 30      # whatever the file size
+FREE_DECODED_BYTES = 64 << 20    # always allowed; beyond it, at most EXPANSION x the file size
+EXPANSION = 1024                 # > what 99 % sparsity + codebooks reach; stops zip bombs
 MANIFEST_KEY = "dnnzip"
 
 
@@ -171,8 +173,14 @@ def parse_container(buf: bytes | memoryview, where: str) -> tuple[dict, dict[str
     return metadata, {key: buf[base + s:base + e] for s, e, key in spans}
 
 
-def check_manifest(manifest: Any, sizes: dict[str, int], where: str) -> dict:
-    """Validate the manifest schema against the stream sizes; returns it unchanged."""
+def check_manifest(manifest: Any, sizes: dict[str, int], where: str, file_size: int = 0) -> dict:
+    """Validate the manifest schema against the stream sizes; returns it unchanged.
+
+    The decoded size is capped before anything is decoded: at most ``MAX_DECODED_BYTES``, and
+    beyond ``FREE_DECODED_BYTES`` at most ``EXPANSION`` times the file size, so a small file cannot
+    claim gigabytes of zeros.
+    """
+    limit = min(MAX_DECODED_BYTES, max(FREE_DECODED_BYTES, EXPANSION * file_size))
     if not isinstance(manifest, dict):
         raise FormatError(f"{where}: manifest must be a JSON object")
     if manifest.get("format") != FORMAT:
@@ -192,9 +200,10 @@ def check_manifest(manifest: Any, sizes: dict[str, int], where: str) -> dict:
     decoded = 0
     for name, t in manifest["tensors"].items():
         decoded += _check_tensor(name, t, sizes, owner, where)
-        if decoded > MAX_DECODED_BYTES:
-            raise FormatError(f"{where}: tensors decode to more than {MAX_DECODED_BYTES} bytes "
-                              f"(at key 'tensors.{name}'); refusing to allocate that much")
+        if decoded > limit:
+            raise FormatError(f"{where}: tensors decode to more than {limit} bytes (at key "
+                              f"'tensors.{name}'), too much for a {file_size}-byte file; "
+                              "refusing to allocate that much")
     orphans = sorted(set(sizes) - set(owner))
     if orphans:
         raise FormatError(f"{where}: stream {orphans[0]!r} is not used by any tensor")
@@ -263,7 +272,7 @@ def read_container(path: str | os.PathLike) -> tuple[dict, dict[str, memoryview]
         raise FormatError(f"{where}: metadata has no {MANIFEST_KEY!r} key; this is a plain "
                           "safetensors file, not a .dnz artifact")
     manifest = strict_loads(metadata[MANIFEST_KEY], f"{where}: metadata key {MANIFEST_KEY!r}")
-    check_manifest(manifest, {k: len(v) for k, v in streams.items()}, where)
+    check_manifest(manifest, {k: len(v) for k, v in streams.items()}, where, len(data))
     for k, v in streams.items():
         if zlib.crc32(v) != manifest["checksums"][k]:
             raise FormatError(f"{where}: stream {k!r} fails its CRC-32 check; the file is "

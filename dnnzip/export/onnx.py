@@ -1,9 +1,11 @@
 """ONNX export of an ``nn.Module``, written atomically and checked.
 
-Exporter choice (measured in torch 2.13 on LeNet-5, a GRU and an LSTM classifier): the
-TorchScript-based exporter (``dynamo=False``) produces opset 17 directly in ~0.1 s; the
-``torch.export``-based one (``dynamo=True``) takes 2-4 s, has no opset-17 implementations (it
-exports opset 18 and converts down, which failed for some graphs) and prints progress. Both give outputs within 1e-7 of eager.
+Exporter choice (measured in torch 2.13 / onnxruntime 1.32 on all ten zoo models, 2-core CPU):
+both exporters succeed on every zoo model with outputs within 2e-7 of eager; the
+TorchScript-based exporter (``dynamo=False``) produces opset 17 directly in 0.1-3 s, the
+``torch.export``-based one (``dynamo=True``) takes 4-36 s (GRU: 36 s), has no opset-17
+implementations (it exports opset 18 and converts down, which produced an invalid graph for
+``bincount``) and prints progress.
 ``exporter="auto"`` (default) therefore tries the TorchScript exporter first and falls back to
 dynamo when it fails; the legacy path is deprecated upstream, so the fallback keeps this working
 when it goes. The dynamo fallback exports at ``max(opset, 18)``.

@@ -120,7 +120,8 @@ class RankRule(str, enum.Enum):
     ENERGY = "energy"  # keep ``energy`` of the squared singular values per matrix
     RATIO = "ratio"    # factored params <= ``ratio`` x dense params per matrix
     BYTES = "bytes"    # all targeted matrices together fit ``max_bytes`` (fp32)
-    FIXED = "fixed"    # the same ``rank`` everywhere (clipped to nothing: too large = error)
+    FIXED = "fixed"    # the same ``rank`` for every matrix larger than it; matrices with
+    #                    min(shape) <= rank stay dense; a rank no matrix can take is an error
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,7 @@ def _ranks_by_rule(mats, config: SVDConfig, energy: float | None = None) -> list
     for name, wname, W in mats:
         m, n = W.shape
         if config.rule is RankRule.FIXED:
-            _check_rank((m, n), config.rank, f"'{name}.{wname}'")
-            ranks.append(config.rank)
+            ranks.append(config.rank if config.rank < min(m, n) else 0)  # no saving: dense
         elif config.rule is RankRule.RATIO:
             ranks.append(rank_for_ratio(m, n, config.ratio))
         else:
@@ -195,6 +195,9 @@ def choose_ranks(model: nn.Module, config: SVDConfig) -> dict[tuple[str, str], i
         ranks = _ranks_for_budget(mats, config)
     else:
         ranks = _ranks_by_rule(mats, config)
+    if config.rule is RankRule.FIXED and mats and not any(ranks):
+        largest = max(mats, key=lambda t: min(t[2].shape))
+        _check_rank(tuple(largest[2].shape), config.rank, f"'{largest[0]}.{largest[1]}'")
     out = {}
     for (name, wname, W), k in zip(mats, ranks):
         m, n = W.shape

@@ -47,6 +47,9 @@ class Profile:
     how: dict[str, str] = field(default_factory=dict)
 
     def latency_p50(self, runtime: str) -> float:
+        from dnnzip.runtime import canonical_name
+
+        runtime = canonical_name(runtime)
         if runtime not in self.latency:
             raise ConfigError(f"no latency measured on {runtime!r}; measured: "
                               f"{', '.join(self.latency) or 'none'}")
@@ -57,7 +60,9 @@ class Profile:
 
     def budget_point(self, runtime: str | None = None) -> dict[str, Any]:
         """Keyword arguments for ``Budget.violations`` (None where not measured)."""
-        runtime = runtime or next(iter(self.latency), None)
+        from dnnzip.runtime import canonical_name
+
+        runtime = canonical_name(runtime) if runtime else next(iter(self.latency), None)
         lat = self.latency.get(runtime) if runtime else None
         return dict(bytes_=self.artifact_bytes, latency_ms=lat.p50_ms if lat else None,
                     energy_mj=self.energy.total_mj, accuracy=self.accuracy)

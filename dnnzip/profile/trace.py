@@ -159,7 +159,7 @@ def trace(model: nn.Module, example: Any, *, is_atomic: Callable[[nn.Module], bo
         handles.append(module.register_forward_pre_hook(tracer.pre(name), with_kwargs=True))
         handles.append(module.register_forward_hook(tracer.post(name), with_kwargs=True))
     inputs = example if isinstance(example, tuple) else (example,)
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad(), _Mode(tracer):
@@ -167,7 +167,8 @@ def trace(model: nn.Module, example: Any, *, is_atomic: Callable[[nn.Module], bo
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m, training in modes:  # each module's own flag (e.g. a frozen BatchNorm)
+            m.training = training
     tr = tracer.trace
     tr.inputs, tr.output, tr.modules = inputs, output, names
     tr.weight_storages = {storage_key(t) for t in list(model.parameters()) + list(model.buffers())}

@@ -11,8 +11,9 @@ A Session has ``runtime`` (its name), ``threads`` and ``bind(x)``: a context man
 converts ``x`` once, sets the thread count, and yields a zero-argument callable doing one
 inference; ``dnnzip.profile.latency.time_latency`` times that callable.
 
-Built-in: ``torch`` (eager) and ``onnxruntime``. ``c`` (generated C99) is registered by name and
-resolves to ``dnnzip.runtime.c`` once that module exists; plug-ins call ``register_runtime``.
+Built-in: ``torch`` (eager), ``onnxruntime`` (alias ``ort``) and ``c`` (generated C99 compiled
+with the system compiler, ``dnnzip.runtime.c``). Runtimes are imported on first use; plug-ins
+call ``register_runtime``.
 """
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def runtime_names() -> list[str]:
     return sorted(_RUNTIMES)
 
 
+def canonical_name(name: str) -> str:
+    """The registered name of a runtime (``ort`` -> ``onnxruntime``)."""
+    return _ALIASES.get(name, name)
+
+
 def check_threads(threads: Any) -> int:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"The 'threads' parameter must be an int >= 1. Got {threads!r} instead.")
@@ -79,7 +85,7 @@ def check_threads(threads: Any) -> int:
 
 def get_runtime(name: str) -> Runtime:
     """The runtime called ``name`` (``torch``, ``onnxruntime``/``ort``, ``c``)."""
-    key = _ALIASES.get(name, name)
+    key = canonical_name(name)
     factory = _RUNTIMES.get(key)
     if factory is None:
         raise ConfigError(f"unknown runtime {name!r}; available runtimes: "
@@ -115,5 +121,5 @@ def evaluate_session(session: Session, dataset: Any, *, batch_size: int = 256) -
     return correct / total
 
 
-__all__ = ["Session", "Runtime", "BaseRuntime", "get_runtime", "register_runtime",
+__all__ = ["Session", "Runtime", "BaseRuntime", "get_runtime", "register_runtime", "canonical_name",
            "runtime_names", "evaluate_session", "LatencyStats", "time_latency"]

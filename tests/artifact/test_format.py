@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dnnzip.artifact import pack, read_manifest, unpack
@@ -189,3 +190,16 @@ def test_crc_of_streams_is_recorded(tmp_path):
     pack(template(), path, ref={"template": "t"})
     manifest, streams = fmt.read_container(path)
     assert manifest["checksums"] == {k: zlib.crc32(v) for k, v in streams.items()}
+
+
+def test_small_file_cannot_claim_gigabytes_of_zeros(tmp_path):
+    model = nn.Sequential(nn.Linear(8, 4))
+    with torch.no_grad():
+        model[0].weight.zero_()
+    path = tmp_path / "z.dnz"
+    pack(model, path, ref={"template": "t"}, encodings={"0.weight": "sparse"})
+    bomb = with_manifest(path.read_bytes(),
+                         lambda m: m["tensors"]["0.weight"].update(shape=[2 ** 15, 2 ** 14]))
+    path.write_bytes(bomb)  # 2 GiB of float32 zeros claimed by a ~1 KB file
+    with pytest.raises(FormatError, match="refusing to allocate"):
+        read_manifest(path)

@@ -44,7 +44,7 @@ def test_cross_domain_kd_beats_the_source_only_student(digits):
     student = train_ce(mlp(hidden=16, seed=2), digits, epochs=6)  # source-only student
     target = shift_domain(digits, "invert")
     source_only = accuracy(*predict(student, target.val))
-    ctx = Context(data=digits, teacher=teacher, epochs=3, batch_size=64, lr=5e-3, seed=0,
+    ctx = Context(data=digits, teacher=teacher, epochs=6, batch_size=64, lr=1e-2, seed=0,
                   extra={"target_data": target})
     out = registry.apply("distill.domain", student, {"alpha": 0.7}, ctx)
     rep = ctx.extra["distill"]["distill.domain"]

@@ -55,7 +55,7 @@ def test_angular_distillation_aligns_feature_directions(digits, teacher):
 
 
 def test_hint_with_projection_and_named_layers(digits, teacher):
-    ctx = Context(data=digits, teacher=teacher, epochs=2, batch_size=64, lr=5e-3, seed=0)
+    ctx = Context(data=digits, teacher=teacher, epochs=4, batch_size=64, lr=1e-2, seed=0)
     out = registry.apply("distill.feature", mlp(hidden=16, seed=2),
                          {"loss": "hint", "student_layers": ["2"], "teacher_layers": ["2"],
                           "alpha": 0.5}, ctx)

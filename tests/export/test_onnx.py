@@ -49,5 +49,3 @@ def test_bad_options(tmp_path):
         to_onnx(nn.Linear(2, 2), torch.randn(1, 2), tmp_path / "x.onnx", opset=3)
     with pytest.raises(ConfigError, match="formats: onnx, onnx-int8, c"):
         export_model(nn.Linear(2, 2), tmp_path / "x", format="tflite", example=torch.randn(1, 2))
-    with pytest.raises(ConfigError, match="C export is not available"):
-        export_model(nn.Linear(2, 2), tmp_path / "x.c", format="c", example=torch.randn(1, 2))

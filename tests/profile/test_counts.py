@@ -148,3 +148,10 @@ def test_shared_parameter_counted_once_and_model_untouched():
     assert total_macs(rows) == 32 and by_name(rows)["0"].calls == 2  # same module twice
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_per_module_training_flags_restored():
+    model = lenet5_local().train()
+    model[2].eval()  # e.g. a frozen block inside a training model
+    count_macs(model, torch.randn(1, 1, 28, 28))
+    assert model.training and not model[2].training and model[5].training

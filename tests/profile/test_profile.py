@@ -25,7 +25,9 @@ def test_profile_figures_and_labels(tmp_path):
     model = small_mlp()
     art = tmp_path / "model.bin"
     art.write_bytes(b"x" * 1234)
-    p = profile(model, data, runtimes=("torch",), repeats=5, warmup=1, artifact=art)
+    p = profile(model, data, runtimes=("torch", "ort"), repeats=5, warmup=1, artifact=art)
+    assert set(p.latency) == {"torch", "onnxruntime"}
+    assert p.latency_p50("ort") == p.latency["onnxruntime"].p50_ms
     assert (p.params_total, p.macs_dense, p.macs_effective) == (16 * 32 + 32 + 32 * 3 + 3,
                                                               16 * 32 + 32 * 3, 16 * 32 + 32 * 3)
     assert p.artifact_bytes == 1234 and p.how["artifact_bytes"].startswith("measured")
