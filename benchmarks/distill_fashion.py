@@ -8,6 +8,7 @@ Sections (``--sections``, comma-separated):
            cross-domain KD (distill.domain), accuracy on the rotated test split.
   fskd     FSKD with 500 unlabelled samples after 50 % L1 channel pruning of conv1 and fc1
            (conv2 / fc2 keep their output widths, so they are aligned), no SGD.
+  private  RONA-style KD through Gaussian noise on the soft targets, sweep of epsilon.
   prunekd  70 % channel pruning (prune.channel, all layers), then fine-tune with cross-entropy vs
            with kd_loss_fn(teacher) as the fine-tuning loss, same epochs.
 
@@ -73,19 +74,24 @@ def table(title, header, rows):
 
 
 def sec_kd(data, teacher, args):
-    res = {"alone": [], "kd": []}
+    configs = [tuple(float(v) for v in c.split(":")) for c in args.kd.split(",")]
+    res = {"alone": []}
+    res.update({f"T={T:g},a={a:g}": [] for T, a in configs})
     for seed in args.seeds:
         init = build((5, 12, 125), seed)
         res["alone"].append(acc(train_ce(init, data, seed, args.epochs), data))
-        kd = registry.apply("distill.kd", init, {"T": 4.0, "alpha": 0.9},
-                            ctx_for(data, seed, args.epochs, teacher))
-        res["kd"].append(acc(kd, data))
-    gain = [k - a for k, a in zip(res["kd"], res["alone"])]
+        for T, a in configs:
+            kd = registry.apply("distill.kd", init, {"T": T, "alpha": a},
+                                ctx_for(data, seed, args.epochs, teacher))
+            res[f"T={T:g},a={a:g}"].append(acc(kd, data))
     rows = [["teacher LeNet-5", n_params(teacher), summary([acc(teacher, data)]), ""],
-            ["student alone (CE)", n_params(init), summary(res["alone"]), ""],
-            ["student + KD (T=4, α=0.9)", n_params(init), summary(res["kd"]),
-             f"{100 * statistics.mean(gain):+.2f} (per seed: "
-             + ", ".join(f"{100 * g:+.2f}" for g in gain) + ")"]]
+            ["student alone (CE)", n_params(init), summary(res["alone"]), ""]]
+    for T, a in configs:
+        vals = res[f"T={T:g},a={a:g}"]
+        gain = [k - b for k, b in zip(vals, res["alone"])]
+        rows.append([f"student + KD (T={T:g}, α={a:g})", n_params(init), summary(vals),
+                     f"{100 * statistics.mean(gain):+.2f} (per seed: "
+                     + ", ".join(f"{100 * g:+.2f}" for g in gain) + ")"])
     return res, table("KD vs student alone", ["model", "params", "test acc %", "KD gain pt"], rows)
 
 
@@ -119,7 +125,8 @@ def sec_domain(data, teacher, args):
         res["source_only"].append(acc(train_ce(init, data, seed, args.epochs), target))
         res["target_ce"].append(acc(train_ce(init, target, seed, args.epochs), target))
         ctx = ctx_for(data, seed, args.epochs, teacher, extra={"target_data": target})
-        out = registry.apply("distill.domain", init, {"alpha": 0.9, "T": 4.0}, ctx)
+        T, alpha = (float(v) for v in args.domain_kd.split(":"))
+        out = registry.apply("distill.domain", init, {"alpha": alpha, "T": T}, ctx)
         res["domain_kd"].append(acc(out, target))
         rep = ctx.extra["distill"]["distill.domain"]
         res["teacher_target"].append(rep["extra"]["source_teacher_accuracy"])
@@ -129,8 +136,9 @@ def sec_domain(data, teacher, args):
              summary(res["adapted_teacher_target"])],
             ["student, source only (CE)", summary(res["source_only"])],
             ["student, target only (CE, labels)", summary(res["target_ce"])],
-            ["student, cross-domain KD (distill.domain)", summary(res["domain_kd"])]]
-    return res, table("Domain shift: Fashion-MNIST rotated 45° (test acc on the rotated test set)",
+            [f"student, cross-domain KD (distill.domain, T:α={args.domain_kd})",
+             summary(res["domain_kd"])]]
+    return res, table("Domain shift: Fashion-MNIST rotated 45° (acc on the rotated split)",
                       ["model", "acc %"], rows)
 
 
@@ -173,6 +181,19 @@ def sec_fskd(data, teacher, args):
                           "aligned": ctx.extra["distill"]["distill.few_sample"]["extra"]["aligned"]}
         rows.append([f"pruned + FSKD, {n} unlabelled samples", n_params(out), f"{100 * a:.2f}",
                      f"{100 * rec:.0f} %"])
+    # prune.channel on every layer: only fc2 (10 outputs) keeps its width, so only it is aligned
+    allp = registry.apply("prune.channel", teacher, {"ratio": 0.5, "finetune": False},
+                          Context(data=data, epochs=0, seed=0))
+    a_acc = acc(allp, data)
+    ctx = Context(data=data, teacher=teacher, seed=0)
+    out = registry.apply("distill.few_sample", allp, {"samples": 500}, ctx)
+    b_acc = acc(out, data)
+    res["all_layers"] = {"pruned": a_acc, "fskd": b_acc,
+                         "aligned": ctx.extra["distill"]["distill.few_sample"]["extra"]["aligned"]}
+    rows += [["prune.channel 50 % of every layer, no fine-tune", n_params(allp),
+              f"{100 * a_acc:.2f}", "0 %"],
+             ["  + FSKD, 500 samples (only fc2 alignable)", n_params(out), f"{100 * b_acc:.2f}",
+              f"{100 * (b_acc - a_acc) / max(t_acc - a_acc, 1e-9):.0f} %"]]
     rows = [["teacher LeNet-5", n_params(teacher), f"{100 * t_acc:.2f}", ""],
             ["50 % L1 channel-pruned conv1+fc1, no fine-tune", n_params(pruned),
              f"{100 * p_acc:.2f}", "0 %"]] + rows
@@ -183,28 +204,46 @@ def sec_fskd(data, teacher, args):
 def sec_prunekd(data, teacher, args):
     pctx = Context(data=data, epochs=0, seed=0)
     pruned = registry.apply("prune.channel", teacher, {"ratio": 0.7, "finetune": False}, pctx)
-    res = {"pruned": acc(pruned, data), "ce": [], "kd": []}
+    T, alpha = (float(v) for v in args.ft_kd.split(":"))
+    res = {"pruned": acc(pruned, data), "ce": [], "kd": [], "T": T, "alpha": alpha}
     for seed in args.seeds:
         ce = copy.deepcopy(pruned)
         finetune(ce, ctx_for(data, seed, args.ft_epochs))
         res["ce"].append(acc(ce, data))
         kd = copy.deepcopy(pruned)
         finetune(kd, ctx_for(data, seed, args.ft_epochs),
-                 loss_fn=kd_loss_fn(copy.deepcopy(teacher), T=4.0, alpha=0.9))
+                 loss_fn=kd_loss_fn(teacher, T=T, alpha=alpha))
         res["kd"].append(acc(kd, data))
     gain = [k - c for k, c in zip(res["kd"], res["ce"])]
     rows = [["teacher", n_params(teacher), f"{100 * acc(teacher, data):.2f}", ""],
             ["70 % channel-pruned, no fine-tune", n_params(pruned), f"{100 * res['pruned']:.2f}", ""],
             [f"+ fine-tune CE ({args.ft_epochs} ep)", n_params(pruned), summary(res["ce"]), ""],
-            [f"+ fine-tune KD ({args.ft_epochs} ep)", n_params(pruned), summary(res["kd"]),
+            [f"+ fine-tune KD ({args.ft_epochs} ep, T={T:g}, α={alpha:g})", n_params(pruned),
+             summary(res["kd"]),
              f"{100 * statistics.mean(gain):+.2f} (per seed: "
              + ", ".join(f"{100 * g:+.2f}" for g in gain) + ")"]]
     return res, table("KD as the fine-tuning loss after 70 % channel pruning",
                       ["model", "params", "test acc %", "KD − CE pt"], rows)
 
 
+def sec_private(data, teacher, args):
+    res = {}
+    init = build((5, 12, 125), 0)
+    for eps in args.epsilons:
+        ctx = ctx_for(data, 0, args.epochs, teacher)
+        # eps <= 0: the no-noise reference through the same loop (sigma ~ 1e-11)
+        out = registry.apply("distill.private", init, {"mechanism": "gaussian", "T": 4.0,
+                             "epsilon": eps if eps > 0 else 1e12, "alpha": 0.9}, ctx)
+        rep = ctx.extra["distill"]["distill.private"]["extra"]
+        res[f"{eps:g}" if eps > 0 else "∞ (no noise)"] = {"acc": acc(out, data),
+                                                          "sigma": rep["noise_scale"]}
+    rows = [[k, f"{v['sigma']:.3g}", f"{100 * v['acc']:.2f}"] for k, v in res.items()]
+    return res, table("RONA-style private KD: Gaussian noise on the released soft targets "
+                      "(δ=1e-5, per released vector, α=0.9)", ["ε", "noise σ", "test acc %"], rows)
+
+
 SECTIONS = {"kd": sec_kd, "takd": sec_takd, "domain": sec_domain, "fskd": sec_fskd,
-            "prunekd": sec_prunekd}
+            "prunekd": sec_prunekd, "private": sec_private}
 
 
 def main():
@@ -217,6 +256,10 @@ def main():
     p.add_argument("--ft-epochs", type=int, default=2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--domain-seeds", type=int, default=1)
+    p.add_argument("--kd", default="4:0.9", help="T:alpha pairs for the kd section, comma-separated")
+    p.add_argument("--ft-kd", default="4:0.9", help="T:alpha of the prunekd KD fine-tune")
+    p.add_argument("--domain-kd", default="4:0.9", help="T:alpha of the domain student's KD")
+    p.add_argument("--epsilons", type=float, nargs="+", default=[0, 100, 10, 1, 0.1])
     p.add_argument("--fskd-samples", type=int, nargs="+", default=[100, 500])
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -226,7 +269,8 @@ def main():
     data = load_data("fashion-mnist", seed=0, limit=args.limit)
     if args.quick:
         data = data.limit(1500)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out_dir = OUT / "quick" if args.quick else OUT
+    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cache = OUT / f"teacher_l{args.limit}_e{args.teacher_epochs}{'_quick' if args.quick else ''}.pt"
     teacher = build((20, 50, 500), 100)
@@ -241,7 +285,8 @@ def main():
         t = time.perf_counter()
         res, md = SECTIONS[name](data, teacher, args)
         secs = time.perf_counter() - t
-        (OUT / f"{name}.json").write_text(json.dumps({"result": res, "seconds": secs,
+        tag = {"kd": args.kd, "prunekd": args.ft_kd, "domain": args.domain_kd}.get(name, "").replace(":", "_").replace(",", "+")
+        (out_dir / f"{name}{'_' + tag if tag else ''}.json").write_text(json.dumps({"result": res, "seconds": secs,
                                                       "args": vars(args)}, indent=1))
         print(md + f"\n\n({name}: {secs:.0f} s)\n", flush=True)
 

@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="2 epochs on a 6,000-sample subset")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--checkpoint-dir", help="resumable per-model checkpoints (e.g. runs/bench)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_data("fashion-mnist", seed=args.seed, limit=6000 if args.quick else None)
@@ -40,7 +41,8 @@ def main() -> None:
         settings = TrainSettings(epochs=epochs, seed=args.seed, progress=False,
                                  threads=args.threads)
         t0 = time.perf_counter()
-        res = fit(model, data, settings)
+        ck = f"{args.checkpoint_dir}/{name}.ckpt" if args.checkpoint_dir else None
+        res = fit(model, data, settings, checkpoint=ck)
         seconds = time.perf_counter() - t0
         acc = evaluate(model, data)
         rows.append({"model": name, "epochs_run": len(res.history), "best_epoch": res.best_epoch,

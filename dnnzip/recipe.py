@@ -146,6 +146,8 @@ def finetune_step(model: nn.Module, options: dict, ctx: Context) -> nn.Module:
     model = registry.fresh_copy(model)
     if opts.epochs == 0 or ctx.data is None:
         return model
+    if not any(p.requires_grad for p in model.parameters()):
+        return model  # a frozen (e.g. integer-quantized) model has nothing left to fine-tune
     hooks: dict[str, Any] = {}
     if opts.distill:
         if ctx.teacher is None:

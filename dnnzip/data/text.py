@@ -1,7 +1,7 @@
 """``text:PATH`` — one text per line, for embedding models (metric ``"cosine"``).
 
-Each split is a dataset of ``(text: str, label: int64 tensor)``; the DataLoader's default collate
-(``DataBundle.loader``) turns a batch into ``(list[str], LongTensor)``, which a tokenising adapter consumes. Lines may be
+Each split is a dataset of ``(text: str, label: int64 tensor)``; ``DataBundle.loader`` batches
+them as ``(list[str], LongTensor)``, which a tokenising model adapter consumes. Lines may be
 labelled as ``label<TAB>text``: if the first non-empty line has a tab every line must, and labels
 (any strings) are mapped to ids in sorted order. Unlabelled lines get label ``-1`` and
 ``num_classes`` is 0. ``input_shape`` is ``()``. Blank lines are skipped. Test (20 %) and val are

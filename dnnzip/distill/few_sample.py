@@ -66,8 +66,8 @@ def few_samples(ctx: Context, n: int) -> torch.Tensor:
     if split is None:
         raise DataError("distill.few_sample: the few-sample set is empty; expected ctx.data with a "
                         "non-empty calib or train split (a few hundred unlabelled inputs).")
-    xs = [limited(split, n)[i][0] for i in range(min(n, len(split)))]
-    return torch.stack(xs)
+    ds = limited(split, n)
+    return torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))])
 
 
 def _output(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

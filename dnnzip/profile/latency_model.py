@@ -4,7 +4,7 @@ FastDeepIoT profiles layer configurations on the target runtime and fits a *tree
 linear regression*: a regression tree splits the configuration space where the runtime behaves
 differently (cache sizes, kernel choices, channel multiples) and each leaf is a linear model of
 the layer's work. A model's latency is the sum of its layers' predictions, here followed by a
-linear calibration (``a * sum + b``) fitted on whole models, which absorbs functional ops
+linear calibration (``a * sum + b + c * layers``) fitted on whole models, which absorbs functional ops
 (adds, reshapes) and Python dispatch overhead that per-layer profiling does not see.
 
 - ``layer_configs(model, example)`` -> the ``LayerConfig`` of every Conv/Linear/RNN and
@@ -267,8 +267,8 @@ class _ModelTree:
 class LatencyModel:
     """Per-kind model trees + whole-model calibration. See the module docstring."""
 
-    def __init__(self, trees: dict[str, _ModelTree], calibration: tuple[float, float] = (1.0, 0.0),
-                 meta: dict | None = None):
+    def __init__(self, trees: dict[str, _ModelTree],
+                 calibration: tuple[float, ...] = (1.0, 0.0, 0.0), meta: dict | None = None):
         self.trees, self.calibration, self.meta = trees, tuple(calibration), dict(meta or {})
 
     @classmethod
@@ -300,20 +300,24 @@ class LatencyModel:
         return max(0.0, tree.predict_one(cfg.split_features(), cfg.linear_features()))
 
     def predict_configs(self, configs: list[LayerConfig]) -> float:
-        a, b = self.calibration
-        return a * sum(self.predict_layer(c) for c in configs) + b
+        a, b, c = self.calibration
+        return a * sum(self.predict_layer(cfg) for cfg in configs) + b + c * len(configs)
 
     def predict(self, model: nn.Module, example: torch.Tensor) -> float:
         """Predicted p50 latency (ms, batch 1) of ``model`` on the profiled runtime."""
         return self.predict_configs(layer_configs(model, example))
 
     def calibrate(self, measured: list[tuple[list[LayerConfig], float]]) -> "LatencyModel":
-        """Fit ``a, b`` in ``a * sum(layers) + b`` on whole models (relative least squares)."""
+        """Fit ``a, b, c`` in ``a * sum(layers) + b + c * n_layers`` on whole models (relative
+        least squares; c is the per-layer dispatch cost isolated profiling does not see)."""
+        if len(measured) < 3:
+            raise ConfigError("calibrate needs at least 3 measured models.")
         raw = np.array([sum(self.predict_layer(c) for c in cfgs) for cfgs, _ in measured])
+        n = np.array([len(cfgs) for cfgs, _ in measured], float)
         y = np.array([t for _, t in measured], float)
-        A = np.stack([raw, np.ones_like(raw)], 1) / y[:, None]
-        a, b = np.linalg.lstsq(A, np.ones_like(y), rcond=None)[0]
-        self.calibration = (float(a), float(b))
+        A = np.stack([raw, np.ones_like(raw), n], 1) / y[:, None]
+        a, b, c = np.linalg.lstsq(A, np.ones_like(y), rcond=None)[0]
+        self.calibration = (float(a), float(b), float(c))
         return self
 
     # -- JSON -----------------------------------------------------------------------------
@@ -327,10 +331,13 @@ class LatencyModel:
             raise FormatError(f"{where}: not a dnnzip latency model (expected format {FORMAT!r}).")
         try:
             trees = {k: _ModelTree.from_dict(v) for k, v in d["trees"].items() if k in KINDS}
-            a, b = (float(v) for v in d["calibration"])
+            cal = [float(v) for v in d["calibration"]]
+            if len(cal) != 3:
+                raise ValueError(f"calibration needs 3 numbers, got {len(cal)}")
+            a, b, c = cal
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"{where}: malformed latency model ({exc}).") from exc
-        return cls(trees, (a, b), d.get("meta"))
+        return cls(trees, (a, b, c), d.get("meta"))
 
     def save(self, path: str | os.PathLike) -> None:
         tmp = f"{path}.tmp"

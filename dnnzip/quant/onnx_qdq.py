@@ -136,6 +136,7 @@ def export_int8(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
         tmp = path.with_suffix(path.suffix + ".tmp")
         prog.save(str(tmp), external_data=False)
         strip(tmp)
+        share_bias_scales(tmp)
         os.replace(tmp, path)
     except Exception as exc:
         raise UnsupportedLayerError(_export_message(exc)) from exc
@@ -146,12 +147,15 @@ def export_int8(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
 
 
 def _export_message(exc: Exception) -> str:
-    text = str(exc)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     m = re.search(r"(aten[:.]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)", text)
-    op = m.group(1) if m else type(exc).__name__
-    first = text.strip().splitlines()[0][:300] if text.strip() else ""
-    return (f"ONNX int8 export failed at op '{op}': {first}. Add the module using it to "
-            "quant.int8's ignore= or replace it with an exportable layer.")
+    op = m.group(1) if m else None
+    if op:
+        return (f"ONNX int8 export failed: op '{op}' has no ONNX translation. Replace it in the "
+                "model's forward with exportable ops, or keep this model on the torch runtime.")
+    first = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+    return (f"ONNX int8 export failed ({type(exc).__name__}: {first}); a layer with no ONNX "
+            "rule can be kept in float with quant.int8's ignore=.")
 
 
 def strip(path: str | os.PathLike) -> None:
@@ -166,6 +170,43 @@ def strip(path: str | os.PathLike) -> None:
     del model.metadata_props[:]
     model.doc_string = ""
     onnx.save(model, str(path))
+
+
+def share_bias_scales(path: str | os.PathLike) -> int:
+    """Replace each bias DequantizeLinear's stored scale (= input scale x weight scales, a copy
+    of data already in the file) by a ``Mul`` of the two; ONNX Runtime folds it at load time.
+    Returns how many scales were replaced."""
+    import onnx
+    from onnx import helper, numpy_helper
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, int] = Counter(i for n in g.node for i in n.input)
+    done, new_nodes = 0, []
+    for node in g.node:
+        if node.op_type != "Conv" or len(node.input) < 3:
+            continue
+        x_dq, w_dq, b_dq = (producer.get(i) for i in node.input[:3])
+        if not all(d is not None and d.op_type == "DequantizeLinear" for d in (x_dq, w_dq, b_dq)):
+            continue
+        b_scale = b_dq.input[1]
+        if b_scale not in inits or consumers[b_scale] != 1 or w_dq.input[1] not in inits:
+            continue
+        expect = (numpy_helper.to_array(inits[w_dq.input[1]]).astype("float32")
+                  * numpy_helper.to_array(inits[x_dq.input[1]]).astype("float32")
+                  if x_dq.input[1] in inits else None)
+        if expect is None or not (numpy_helper.to_array(inits[b_scale]) == expect).all():
+            continue
+        out = b_scale + "_from_mul"
+        new_nodes.append(helper.make_node("Mul", [w_dq.input[1], x_dq.input[1]], [out]))
+        b_dq.input[1] = out
+        g.initializer.remove(inits.pop(b_scale))
+        done += 1
+    for n in reversed(new_nodes):
+        g.node.insert(0, n)
+    onnx.save(model, str(path))
+    return done
 
 
 def op_types(path: str | os.PathLike) -> dict[str, int]:

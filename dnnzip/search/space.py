@@ -45,33 +45,39 @@ class SearchSpace:
         return ["float"] + [r for r in REPRESENTATIONS[1:] if r in self.families]
 
     def sample(self, trial: optuna.Trial) -> Recipe:
-        """Ask ``trial`` for one recipe. Parameter names are stable so a study can resume."""
+        """Ask ``trial`` for one recipe. Parameter names are stable so a study can resume.
+
+        Structural steps (channel, connection, SVD) share one fine-tune after them (optionally
+        distilled from the uncompressed model); the representation steps fine-tune themselves
+        (k-means fine-tunes its centroids, low-bit and binary run QAT), int8 is post-training.
+        """
         steps: list[Step] = []
         f = self.families
         if "channel" in f and trial.suggest_categorical("channel", [False, True]):
             steps.append(Step("prune.channel", {
                 "ratio": trial.suggest_float("channel_ratio", 0.1, 0.7, step=0.05),
-                "criterion": "l1"}))
+                "criterion": "l1", "finetune": False}))
         if "connection" in f and trial.suggest_categorical("connection", [False, True]):
             steps.append(Step("prune.connection", {
                 "sparsity": trial.suggest_float("connection_sparsity", 0.5,
-                                                self.max_connection_sparsity, step=0.01)}))
+                                                self.max_connection_sparsity, step=0.01),
+                "scope": "global"}))
         if "svd" in f and trial.suggest_categorical("svd", [False, True]):
             steps.append(Step("factor.svd", {
+                "rule": "energy",
                 "energy": trial.suggest_float("svd_energy", 0.6, 0.99, step=0.01)}))
         if steps:
             steps.append(self._finetune(trial, "ft1"))
         rep = trial.suggest_categorical("representation", self.representations())
         if rep == "share":
-            steps.append(Step("share.kmeans", {"bits": trial.suggest_int("share_bits", 2, 8)}))
+            bits = trial.suggest_int("share_bits", 2, 8)
+            steps.append(Step("share.kmeans", {"bits": bits, "conv_bits": max(bits, 4)}))
         elif rep == "int8":
             steps.append(Step("quant.int8", {}))
         elif rep == "lowbit":
             steps.append(Step("quant.linear", {"bits": trial.suggest_int("lowbit_bits", 2, 6)}))
         elif rep == "binary":
             steps.append(Step("quant.binary", {}))
-        if rep in ("share", "lowbit", "binary"):
-            steps.append(self._finetune(trial, "ft2"))
         if not steps:
             steps.append(Step("identity", {}))
         name = "+".join(s.technique for s in steps if s.technique != "finetune")

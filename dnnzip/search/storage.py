@@ -35,7 +35,7 @@ def open_storage(url: str) -> RDBStorage:
     try:
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
                           grace_period=3 * HEARTBEAT_S,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=2))
     except Exception as exc:  # sqlalchemy raises many types for an unreachable server
         hint = ("install the postgres extra (pip install 'dnnzip[postgres]')"
                 if "psycopg2" in str(exc) else "check that the server is up and the URL is right")

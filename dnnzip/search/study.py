@@ -237,13 +237,14 @@ class Search:
         finals = []
         for t in feasible[: self.cfg.finalists]:
             recipe = Recipe.from_dict(t.user_attrs["recipe"])
-            if self.cfg.final_epochs > 0:
-                steps = list(recipe.steps) + [Step("finetune", {"epochs": self.cfg.final_epochs,
-                                                                "distill": True},
-                                                   name="final-finetune+kd")]
-                recipe = Recipe(tuple(steps), recipe.name)
+            if self.cfg.final_epochs > 0:  # the longer fine-tune, distilled from the baseline
+                recipe = Recipe(tuple(
+                    Step("finetune", {**s.options, "epochs": self.cfg.final_epochs,
+                                      "distill": True}, name="final-finetune+kd")
+                    if s.technique == "finetune" else s for s in recipe.steps), recipe.name)
             folder = self.out / "finalists" / f"trial{t.number:04d}"
-            m = self.evaluate_recipe(recipe, folder, epochs=self.cfg.finetune_epochs,
+            m = self.evaluate_recipe(recipe, folder,
+                                     epochs=max(self.cfg.final_epochs, self.cfg.finetune_epochs),
                                      with_test=True)
             stages = json.loads((folder / "stages.json").read_text())["stages"]
             finals.append({"number": t.number, "recipe": recipe.to_dict(),
@@ -304,8 +305,10 @@ def auto(model: nn.Module, data, budget: Budget, *, out_dir: str | os.PathLike,
             p.wait()
     try:
         result = search.finalize()
-    finally:
-        _render_report(search.out)
+    except BudgetError:
+        _render_report(search.out)  # the report shows the closest points too
+        raise
+    _render_report(search.out)
     return result
 
 

@@ -78,17 +78,17 @@ class EIELinear:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ConfigError(f"EIELinear expects input (N, {self.in_features}), got {x.shape}")
-        out = np.zeros((x.shape[0], self.out_features), dtype=np.float32)
-        weights = self.codebook[self.codes]  # decoded on the fly, entry by entry
-        for n in range(x.shape[0]):
-            active = np.flatnonzero(x[n])  # skip zero activations
-            if active.size:
-                starts, ends = self.col_ptr[active], self.col_ptr[active + 1]
-                counts = ends - starts
-                sel = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-                contrib = weights[sel] * np.repeat(x[n, active], counts)
-                out[n] = np.bincount(self.rows[sel], weights=contrib,
-                                     minlength=self.out_features)
+        n_in, n_out = x.shape[0], self.out_features
+        sample, col = np.nonzero(x)  # skip zero activations: only these columns are visited
+        starts, ends = self.col_ptr[col], self.col_ptr[col + 1]
+        counts = ends - starts
+        total = int(counts.sum())
+        # the entries of every visited column, back to back (vectorised CSC column walk)
+        sel = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+        contrib = self.codebook[self.codes[sel]] * np.repeat(x[sample, col], counts)  # decode
+        target = np.repeat(sample, counts) * n_out + self.rows[sel]
+        out = np.bincount(target, weights=contrib, minlength=n_in * n_out)
+        out = out.reshape(n_in, n_out).astype(np.float32)
         if self.bias is not None:
             out += self.bias
         return out

@@ -82,3 +82,19 @@ def test_fixed_point_multiplier():
     y = reference.requantize(acc, m0, shift, 10)
     expect = np.clip(np.round(acc * m) + 10, 0, 255)
     assert np.abs(y.astype(int) - expect).max() <= 1
+
+
+def test_export_failure_names_the_op(tmp_path):
+    from dnnzip.errors import UnsupportedLayerError
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.kthvalue(self.fc(x), 2, dim=1).values
+
+    q = registry.apply("quant.int8", M().eval(), None, Context(example_input=torch.randn(3, 4)))
+    with pytest.raises(UnsupportedLayerError, match="aten.kthvalue"):
+        export_int8(q, torch.randn(1, 4), tmp_path / "f.onnx")

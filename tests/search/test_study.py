@@ -30,13 +30,13 @@ def _cfg(**kw):
 
 def test_auto_meets_budget_and_writes_artifact(small_mlp, digits, tmp_path):
     baseline_bytes = None
-    budget = Budget(max_bytes=8_000, min_accuracy=0.5, runtime="torch")
+    budget = Budget(max_bytes=12_000, min_accuracy=0.5, runtime="torch")
     result = auto(small_mlp, digits, budget, out_dir=tmp_path, config=_cfg(trials=6))
     baseline_bytes = result.baseline["bytes"]
     best = Path(result.best_path)
     assert best.is_file()
     size = best.stat().st_size
-    assert size <= 8_000 < baseline_bytes
+    assert size <= 12_000 < baseline_bytes
     assert result.best["measurement"]["bytes"] == size  # the reported size is the file's
     assert result.best["measurement"]["test_accuracy"] >= 0.5
     assert (tmp_path / "summary.json").is_file() and (tmp_path / "report.html").is_file()

@@ -1,0 +1,71 @@
+"""Shared helpers of the pruning benchmarks: data, training, accuracy, MACs, latency, tables."""
+from __future__ import annotations
+
+import platform
+
+import time
+
+import torch
+
+from dnnzip import zoo
+from dnnzip.data import load_data
+from dnnzip.profile.counts import count_macs, total_macs
+from dnnzip.train import TrainSettings, evaluate, fit
+
+
+def fashion(limit: int | None, seed: int = 0):
+    return load_data("fashion-mnist", limit=limit, seed=seed)
+
+
+def trained(name: str, data, epochs: int, lr: float = 1e-3, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    model = zoo.build(name, **kw)
+    fit(model, data, TrainSettings(epochs=epochs, lr=lr, batch_size=128, seed=seed))
+    return model.eval()
+
+
+def accuracy(model, data) -> float:
+    return float(evaluate(model.eval(), data.test))
+
+
+def macs(model, x, effective: bool = False) -> int:
+    return int(total_macs(count_macs(model, x[:1]), effective=effective))
+
+
+def params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def latency_ms(model, x, runtime: str = "torch", repeats: int = 50) -> float:
+    """Median latency of one call on ``runtime`` with 1 thread (dnnzip.runtime)."""
+    from dnnzip.runtime import get_runtime
+    rt = get_runtime(runtime)
+    session = rt.prepare(model.eval(), x, threads=1)
+    stats = rt.time(session, x, warmup=max(5, repeats // 5), repeats=repeats)
+    return float(stats.p50_ms)
+
+
+def machine() -> str:
+    return (f"{platform.processor() or platform.machine()}, shared 2-core CPU, torch "
+            f"{torch.__version__}, 1 thread")
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+class Timer:
+    def __enter__(self):
+        self.t = time.perf_counter()
+        return self
+
+    def __exit__(self, *a):
+        self.s = time.perf_counter() - self.t
+
+
