@@ -51,6 +51,30 @@ def random_cnn(rng: np.random.Generator, size: int = 28) -> nn.Module:
     return nn.Sequential(*layers).eval()
 
 
+def sampled_layers(rng: np.random.Generator, n: int) -> list[nn.Module]:
+    """FastDeepIoT profiles the configuration space, not only the layers of the training
+    architectures: ``n`` random conv / depthwise / linear layers with their inputs."""
+    out = []
+    for _ in range(n):
+        kind = rng.choice(["conv", "dw", "linear"], p=[0.45, 0.2, 0.35])
+        if kind == "linear":
+            fin, fout = int(rng.integers(8, 2049)), int(rng.integers(8, 1025))
+            out.append((nn.Sequential(nn.Linear(fin, fout, bias=bool(rng.random() < 0.8))),
+                        torch.randn(1, fin)))
+            continue
+        c = int(rng.choice([1, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]))
+        h = int(rng.choice([4, 7, 8, 14, 16, 28]))
+        s = int(rng.choice([1, 1, 2]))
+        if kind == "dw" and c > 1:
+            m = nn.Conv2d(c, c, 3, s, 1, groups=c, bias=bool(rng.random() < 0.3))
+        else:
+            k = int(rng.choice([1, 3, 5]))
+            m = nn.Conv2d(c, int(rng.choice([8, 16, 32, 50, 64, 96, 128, 256])), k, s, k // 2,
+                          bias=bool(rng.random() < 0.5))
+        out.append((nn.Sequential(m), torch.randn(1, c, h, h)))
+    return out
+
+
 def model_latency(m: nn.Module, x: torch.Tensor) -> float:
     return min(measure_model(m, x, repeats=30, warmup=5) for _ in range(3))
 
@@ -59,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--depth", type=int, default=4, help="regression tree depth per layer kind")
     args = ap.parse_args()
     torch.set_num_threads(1)
     n_train, n_test = (16, 8) if args.quick else (40, 20)
@@ -73,10 +98,13 @@ def main() -> None:
     for m in train:
         for c in layer_configs(m, x):
             configs.setdefault(c, None)
+    for m, xi in sampled_layers(rng, 100 if args.quick else 300):
+        for c in layer_configs(m, xi):
+            configs.setdefault(c, None)
     for c in configs:
         configs[c] = profile_layer(c, repeats=30, warmup=5)
     t_prof = time.perf_counter() - t0
-    lm = LatencyModel.fit(list(configs.items()))
+    lm = LatencyModel.fit(list(configs.items()), max_depth=args.depth)
     measured_train = [(layer_configs(m, x), model_latency(m, x)) for m in train]
     lm.calibrate(measured_train)
     with tempfile.TemporaryDirectory() as d:  # what is evaluated is the reloaded JSON model
@@ -108,7 +136,8 @@ def main() -> None:
                     "MAPE_latency_model": mape(train_pred, y),
                     "MAPE_MACs_linear": mape(A @ coef, y),
                     "true_ms_range": f"{y.min():.3f}-{y.max():.3f}"})
-    print(f"## FastDeepIoT latency model: {len(configs)} profiled layer configurations "
+    print(f"## FastDeepIoT latency model: {len(configs)} profiled layer configurations (those of "
+          f"the training architectures + randomly sampled conv/depthwise/linear layers) "
           f"({t_prof:.0f} s), {n_train} training architectures, model JSON {json_bytes} bytes, "
           f"calibration a={lm.calibration[0]:.3f}, b={lm.calibration[1]:.4f} ms, "
           f"c={lm.calibration[2]:.4f} ms/layer\n")

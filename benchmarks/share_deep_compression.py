@@ -31,8 +31,8 @@ from dnnzip.train import TrainSettings, evaluate, finetune, fit
 PLANS = {  # per-layer final sparsity and k-means width
     "lenet300": dict(sparsity={"fc1": 0.94, "fc2": 0.88, "fc3": 0.7},
                      bits={"fc1": 4, "fc2": 5, "fc3": 5}),
-    "lenet5": dict(sparsity={"conv1": 0.4, "conv2": 0.88, "fc1": 0.97, "fc2": 0.85},
-                   bits={"conv1": 6, "conv2": 5, "fc1": 4, "fc2": 5}),
+    "lenet5": dict(sparsity={"conv1": 0.3, "conv2": 0.82, "fc1": 0.96, "fc2": 0.8},
+                   bits={"conv1": 8, "conv2": 5, "fc1": 4, "fc2": 5}),
 }
 
 

@@ -134,10 +134,20 @@ def describe(model: nn.Module) -> dict[str, Any]:
     return node
 
 
+def check_node(node: Any, where: str) -> None:
+    """A node is {"cls": str | None, "kwargs": {...}, "children": {str: node}} and nothing else."""
+    if not isinstance(node, dict) or set(node) - {"cls", "kwargs", "children"} \
+            or not isinstance(node.get("cls"), (str, type(None))) \
+            or not isinstance(node.get("kwargs", {}), dict) \
+            or not isinstance(node.get("children", {}), dict) \
+            or not all(isinstance(k, str) for k in node.get("children", {})):
+        raise FormatError(f"module spec at '{where}' must be an object with 'cls' (string or "
+                          "null), 'kwargs' (object) and optional 'children' (object of nodes)")
+
+
 def build_module(node: dict[str, Any], where: str = "<root>") -> nn.Module:
     """Build a module (and its children) from its recorded node."""
-    if not isinstance(node, dict):
-        raise FormatError(f"module spec at '{where}' must be an object, got {type(node).__name__}")
+    check_node(node, where)
     name = node.get("cls")
     kwargs = node.get("kwargs") or {}
     if not isinstance(kwargs, dict):
@@ -188,6 +198,7 @@ def _norm(v: Any) -> Any:
 
 def rebuild_into(base: nn.Module, spec: dict[str, Any], where: str = "") -> nn.Module:
     """Make ``base`` match the recorded tree ``spec``; returns the (possibly replaced) module."""
+    check_node(spec, where or "<root>")
     current = describe(base)
     if spec.get("cls") is not None and not _same(current, spec):
         return build_module(spec, where or "<root>")

@@ -315,8 +315,10 @@ class LatencyModel:
         raw = np.array([sum(self.predict_layer(c) for c in cfgs) for cfgs, _ in measured])
         n = np.array([len(cfgs) for cfgs, _ in measured], float)
         y = np.array([t for _, t in measured], float)
+        from scipy.optimize import nnls
+
         A = np.stack([raw, np.ones_like(raw), n], 1) / y[:, None]
-        a, b, c = np.linalg.lstsq(A, np.ones_like(y), rcond=None)[0]
+        a, b, c = nnls(A, np.ones_like(y))[0]  # non-negative: no model gets a negative cost
         self.calibration = (float(a), float(b), float(c))
         return self
 
