@@ -73,9 +73,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--models", default="vgg_bn,resnet")
+    ap.add_argument("--ft", type=int, default=None, help="fine-tune epochs (every method)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     limit, ep, ft, repeats = (8000, 3, 1, 30) if args.quick else (None, 8, 2, 100)
+    ft = ft if args.ft is None else args.ft
     data = fashion(limit)
     cols = ["model", "method", "acc %", "drop pt", "MACs", "params", "torch b1 ms", "x b1",
             "torch b64 ms", "x b64", "ORT b1 ms", "x ORT", "time s"]

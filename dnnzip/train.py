@@ -278,10 +278,12 @@ def _load_checkpoint(path: Path, settings: TrainSettings) -> dict[str, Any]:
 def _progress(enabled: bool):
     if not enabled:
         return contextlib.nullcontext(None)
+    from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=True)
+                    TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=True,
+                    console=Console(stderr=True, log_path=False))  # stdout stays for results
 
 
 def _check_data(data: Any) -> None:

@@ -194,8 +194,12 @@ def test_threads_restored(data):
     assert torch.get_num_threads() == n
 
 
-def test_progress_bar_runs(data, capsys):
+def test_progress_goes_to_stderr_only_when_enabled(data, capsys):
     fit(_mlp(), data, TrainSettings(epochs=1, max_batches=2, progress=True, threads=1))
+    out, err = capsys.readouterr()
+    assert out == "" and "epoch 1: loss" in err
+    fit(_mlp(), data, TrainSettings(epochs=1, max_batches=2, progress=False, threads=1))
+    assert capsys.readouterr() == ("", "")
 
 
 @pytest.mark.parametrize("kw,name", [

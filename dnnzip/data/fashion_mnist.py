@@ -84,6 +84,10 @@ def load(*, data_dir: str | os.PathLike | None = None, seed: int = 0, download: 
         files = locate(download_dir(data_dir))
     x_tr, y_tr = read_images_labels(*files["train"])
     x_te, y_te = read_images_labels(*files["test"])
+    for x, (images, _) in ((x_tr, files["train"]), (x_te, files["test"])):
+        if x.shape[1:] != (28, 28):
+            raise DataError(f"'{images}': images are {x.shape[1]}x{x.shape[2]}; Fashion-MNIST "
+                            f"images are 28x28. Use npz:PATH or folder:PATH for other data.")
     return make_bundle("fashion-mnist", normalise(x_tr), y_tr, normalise(x_te), y_te, seed=seed,
                        val_fraction=val_fraction, calib_size=calib_size, limit=limit,
                        num_classes=10,

@@ -102,13 +102,15 @@ def _example(model: nn.Module, data: Any, example: Any) -> Any:
 
 def profile(model: nn.Module, data: Any = None, *, runtimes: tuple[str, ...] = ("torch",),
             batch_size: int = 1, threads: int = 1, artifact: str | os.PathLike | None = None,
-            repeats: int = 200, warmup: int = 20, energy_table: EnergyTable | None = None,
+            repeats: int = 200, warmup: int = 20,
+            energy_table: EnergyTable | str | os.PathLike | None = None,
             example: Any = None, accuracy_split: str = "test") -> Profile:
     """Profile ``model`` (not modified) on ``runtimes`` at ``batch_size`` and ``threads``.
 
     data: a DataBundle; gives the example input and the accuracy on ``accuracy_split``.
     artifact: path of the packed file; its size is ``os.path.getsize`` (else ``None``).
-    energy_table: replaces the Horowitz 45 nm table (``EnergyTable.load(path)``).
+    energy_table: replaces the Horowitz 45 nm table (an ``EnergyTable`` or a JSON/YAML path).
+    example: the input to trace and time (else one from ``data``, else the zoo input shape).
     """
     from dnnzip.runtime import check_threads, get_runtime
 
@@ -118,6 +120,8 @@ def profile(model: nn.Module, data: Any = None, *, runtimes: tuple[str, ...] = (
     check_threads(threads)
     if isinstance(runtimes, str):
         runtimes = (runtimes,)
+    if isinstance(energy_table, (str, os.PathLike)):
+        energy_table = EnergyTable.load(energy_table)
     x = _batched(_example(model, data, example), batch_size)
     first = x[0] if isinstance(x, tuple) else x
     tr = trace(model, x, is_atomic=is_atomic, is_rule=has_rule)

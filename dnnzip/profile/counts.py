@@ -11,7 +11,9 @@ Conventions (all figures are *counted*, per sample: totals are divided by the ba
   gate products are not counted.
 - MultiheadAttention: the Q/K/V and output projections plus ``QK^T`` and ``AV``
   (``L*S*E`` each). Functional ``matmul``/``bmm``/``mm``/``F.linear``/``F.conv*``/
-  ``scaled_dot_product_attention`` called outside these modules are counted where they run.
+  ``scaled_dot_product_attention`` called outside these modules are counted where they run (also
+  inside a custom leaf module, e.g. a quantized layer calling ``F.linear``); ``einsum`` and other
+  ops count 0 MACs.
 - ``macs_effective`` scales each weight's MACs by its fraction of non-zero entries: connection
   pruning keeps zeros in place (masks), so a sparse engine skips them (Han et al. 2015; survey
   Sec. III-A). A module's effective weight is ``module.effective_weight()`` if it defines one,

@@ -133,6 +133,14 @@ def test_missing_fashion_mnist_says_where_and_how(tmp_path, monkeypatch):
     assert "apt-get install dataset-fashion-mnist" in msg and "--download" in msg
 
 
+def test_fashion_mnist_must_be_28x28(tmp_path, monkeypatch):
+    monkeypatch.delenv("DNNZIP_DATA", raising=False)
+    folder = _fake_fashion(tmp_path / "fm")
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((12, 32, 32), np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images.*32x32.*28x28"):
+        load_data("fashion-mnist", data_dir=folder)
+
+
 def test_corrupt_fashion_mnist_file_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("DNNZIP_DATA", raising=False)
     folder = _fake_fashion(tmp_path / "fm")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dnnzip.errors import ConfigError
-from dnnzip.profile import EnergyTable, count_macs, estimate_energy, split
+from dnnzip.profile import EnergyTable, count_macs, estimate_energy, profile, split
 from dnnzip.profile.counts import has_rule, is_atomic
 from dnnzip.profile.memory import activation_memory, weight_bytes, weight_bytes_at_bits
 from dnnzip.profile.trace import trace
@@ -77,6 +77,8 @@ def test_energy_table_replaceable_from_json_and_yaml(tmp_path):
     cheap = estimate_energy(rows, table)
     assert cheap.table == "cheap-dram" and cheap.how == "estimated"
     assert cheap.weights_mj == pytest.approx(base.weights_mj / 10)
+    prof = profile(nn.Linear(16, 16), example=torch.randn(1, 16), runtimes=(), energy_table=p)
+    assert prof.energy.table == "cheap-dram" and prof.how["energy"] == "estimated (cheap-dram)"
     y = tmp_path / "t.yaml"
     y.write_text("name: my-mcu\nfp32_mult: 1.0\n")
     assert EnergyTable.load(y).name == "my-mcu"
