@@ -289,7 +289,8 @@ def _progress(enabled: bool):
 def _check_data(data: Any) -> None:
     for attr in ("train", "val", "loader"):
         if not hasattr(data, attr):
-            raise DataError(f"fit needs a DataBundle (train/val splits); got {type(data).__name__}.")
+            raise DataError(f"fit needs a DataBundle (train/val splits); "
+                            f"got {type(data).__name__}.")
     for split in ("train", "val"):
         if len(getattr(data, split)) == 0:
             raise DataError(f"fit: the {split} split of '{getattr(data, 'name', '?')}' is empty.")

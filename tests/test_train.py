@@ -216,3 +216,11 @@ def test_sgd_trains(data):
     m = _mlp()
     fit(m, data, TrainSettings(epochs=2, batch_size=16, lr=0.05, optimizer="sgd", **QUIET))
     assert evaluate(m, data.test) > 0.8
+
+
+def test_non_accuracy_bundle_selects_on_validation_loss(data):
+    from dnnzip.data import from_datasets
+    cos = from_datasets(data.train, data.test, metric="cosine", val_fraction=0.25)
+    r = fit(_mlp(), cos, TrainSettings(epochs=2, batch_size=16, lr=1e-2, **QUIET))
+    scores = [h.val_score for h in r.history]
+    assert all(s < 0 for s in scores) and scores[1] > scores[0]  # minus the loss, improving

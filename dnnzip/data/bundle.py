@@ -57,7 +57,8 @@ def check_arrays(name: str, x: np.ndarray, y: np.ndarray, *, where: str) -> None
                         f"clean or impute the data first.")
     if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
-            raise DataError(f"{where}: {name} labels must be integer class ids, got dtype {y.dtype}.")
+            raise DataError(f"{where}: {name} labels must be integer class ids, "
+                            f"got dtype {y.dtype}.")
     if len(y) and y.min() < 0:
         raise DataError(f"{where}: {name} labels must be >= 0, got {int(y.min())}.")
 

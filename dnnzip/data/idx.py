@@ -57,7 +57,8 @@ def parse_idx(data: bytes, *, where: str = "<bytes>") -> np.ndarray:
                         f"0x0000 followed by a type code in "
                         f"{{{', '.join(hex(c) for c in _DTYPES)}}}. Is this an IDX file?")
     if not 1 <= ndim <= MAX_DIMS:
-        raise DataError(f"'{where}': IDX header declares {ndim} dimensions; expected 1 to {MAX_DIMS}.")
+        raise DataError(f"'{where}': IDX header declares {ndim} dimensions; "
+                        f"expected 1 to {MAX_DIMS}.")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"'{where}': truncated IDX header: {len(data)} bytes, the {ndim} "

@@ -19,7 +19,8 @@ def generate() -> dict:
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError:
-        raise DataError("the 'mnist1d' source needs the mnist1d package: pip install mnist1d") from None
+        raise DataError("the 'mnist1d' source needs the mnist1d package: "
+                        "pip install mnist1d") from None
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
         return make_dataset(get_dataset_args())

@@ -194,7 +194,8 @@ def test_text_unlabelled(tmp_path):
     assert isinstance(text, str) and int(label) == -1
     xs, ys = next(iter(b.loader("test", batch_size=4)))
     assert isinstance(xs, list) and isinstance(xs[0], str) and ys.dtype == torch.int64
-    assert isinstance(b.example_input(3), list) and sum(b.sizes()[s] for s in ("train", "val", "test")) == 30
+    assert isinstance(b.example_input(3), list)
+    assert sum(b.sizes()[s] for s in ("train", "val", "test")) == 30
 
 
 def test_text_labelled(tmp_path):
@@ -281,4 +282,5 @@ def test_wrong_shape_is_a_data_error():
     with pytest.raises(DataError, match=r"shape \(3,\), expected input_shape \(4,\)"):
         DataBundle("x", good.train, good.val, good.test, good.calib, (4,), 2)
     with pytest.raises(DataError, match="val split is empty"):
-        DataBundle("x", good.train, TensorDataset(torch.zeros(0, 3)), good.test, good.calib, (3,), 2)
+        DataBundle("x", good.train, TensorDataset(torch.zeros(0, 3)), good.test, good.calib,
+                   (3,), 2)

@@ -66,3 +66,30 @@ def test_budget_lowers_widths():
 def test_bad_bits_named():
     with pytest.raises(ConfigError, match="'bits'"):
         registry.get("share.kmeans").config({"bits": 9})
+
+
+def test_masked_layers_become_plain_with_positive_zeros(trained):
+    model, data = trained
+    ctx = Context(data=data, epochs=0)
+    pruned = registry.apply("prune.connection", model, {"sparsity": 0.8}, ctx)
+    assert any(hasattr(m, "weight_mask") for m in pruned.modules())
+    shared = registry.apply("share.kmeans", pruned, {"bits": 3}, ctx)
+    assert not any(hasattr(m, "weight_mask") for m in shared.modules())
+    w = shared.fc1.weight.detach()
+    zeros = w == 0
+    assert zeros.float().mean() >= 0.79
+    assert not torch.signbit(w[zeros]).any()  # +0.0: the packer's sparse encoding applies
+    kept = registry.apply("share.kmeans", pruned, {"bits": 3, "keep_masks": True}, ctx)
+    assert hasattr(kept.fc1, "weight_mask")
+    x = data.example_input(4)
+    torch.testing.assert_close(kept(x), shared(x))
+
+
+def test_distill_finetune_needs_teacher(trained):
+    model, data = trained
+    with pytest.raises(ConfigError, match="teacher"):
+        registry.apply("share.kmeans", model, {"distill": True},
+                       Context(data=data, epochs=1, max_batches=1))
+    out = registry.apply("share.kmeans", model, {"bits": 3, "distill": True},
+                         Context(data=data, teacher=model, epochs=1, max_batches=3))
+    assert all(k <= 8 for k in distinct_values(out).values())
