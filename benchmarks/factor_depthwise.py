@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.factor_common import (acc, data_for, latency, machine, macs, params, table,
                                       trained)
 from dnnzip.factor.conv import ConvFactorConfig, apply_conv
@@ -52,10 +55,12 @@ def main() -> None:
     row("depthwise, LS init, no training", ls)
     row(f"depthwise, LS init + KD {kd} ep", apply_depthwise(base, DepthwiseConfig(), ctx))
     rnd = _reinit(ls)
-    from benchmarks.factor_common import finetune_settings  # noqa: F401 (same trainer)
     from dnnzip.factor._common import recover
     recover(rnd, ctx, teacher=base)
     row(f"depthwise, random init + KD {kd} ep", rnd)
+    mult = DepthwiseConfig(multiplier=4)
+    row("depthwise x4 multiplier, LS init, no training", apply_depthwise(base, mult, ctx0))
+    row(f"depthwise x4 multiplier, LS init + KD {kd} ep", apply_depthwise(base, mult, ctx))
     row(f"depthwise width 0.5, LS + KD {kd} ep",
         apply_depthwise(base, DepthwiseConfig(width=0.5), Context(
             data=data, teacher=base, epochs=kd, example_input=data.example_input(8))))

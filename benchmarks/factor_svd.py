@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.factor_common import (acc, data_for, finetune_settings, latency, machine,
                                       table, trained)
 from dnnzip.factor.svd import SVDConfig, apply_svd, gains

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.factor_common import machine, table
 from dnnzip import zoo
 from dnnzip.profile.latency_model import (LatencyModel, layer_configs, mape, measure_model,
@@ -121,7 +123,8 @@ def main() -> None:
     coef = np.linalg.lstsq(A / y[:, None], np.ones_like(y), rcond=None)[0]
 
     rows = []
-    for group, models in (("held-out random CNNs", test), ("zoo models", list(zoo_models.values()))):
+    groups = (("held-out random CNNs", test), ("zoo models", list(zoo_models.values())))
+    for group, models in groups:
         true = [model_latency(m, x) for m in models]
         pred = [lm.predict(m, x) for m in models]
         base = [coef[0] * total_macs(m) + coef[1] for m in models]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.factor_common import acc, data_for, latency, machine, table, trained
 from dnnzip.artifact import pack, unpack
 from dnnzip.capacity import capacity_table, select_capacity, set_capacity

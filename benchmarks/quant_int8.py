@@ -160,10 +160,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             run(name, data, args, tmp, rows)
-    print("| model | method | ORT acc | SQNR dB | ORT ms (b1, 1 thr) | ONNX bytes | int8 kernels |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.4f} | {r[3]:.1f} | {r[4]:.3f} | {r[5]} | {r[6]} |")
+            print("| model | method | ORT acc | SQNR dB | ORT ms (b1, 1 thr) | ONNX bytes | "
+                  "int8 kernels |")
+            print("|---|---|---|---|---|---|---|")
+            for r in rows:
+                print(f"| {r[0]} | {r[1]} | {r[2]:.4f} | {r[3]:.1f} | {r[4]:.3f} | {r[5]} | "
+                      f"{r[6]} |", flush=True)
+            rows.clear()
 
 
 if __name__ == "__main__":

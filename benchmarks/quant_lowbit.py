@@ -37,7 +37,7 @@ def main():
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     epochs, max_batches = (1, 150) if args.quick else (5, None)
-    data = load_data("fashion-mnist", limit=20000 if args.quick else None, seed=0)
+    data = load_data("fashion-mnist", limit=10000 if args.quick else None, seed=0)
     torch.manual_seed(0)
     model = zoo.build("lenet5")
     fit(model, data, TrainSettings(epochs=epochs, batch_size=128, lr=1e-3, seed=0,
@@ -48,7 +48,7 @@ def main():
         acc, n, _ = measure(model, data, tmp, "fp32")
         rows.append(("fp32", "-", acc, n))
         ctx = Context(data=data, example_input=data.example_input(1), epochs=1, batch_size=128,
-                      lr=2e-4, max_batches=60 if args.quick else None, seed=0)
+                      lr=2e-4, max_batches=30 if args.quick else None, seed=0)
         for mode in ("linear", "log"):
             for bits in (8, 6, 4, 3, 2):
                 for qat in (False, True):
@@ -56,12 +56,14 @@ def main():
                     label = f"{mode} w{bits}/a8"
                     acc, n, _ = measure(q, data, tmp, label + str(qat))
                     rows.append((label, "QAT 1 ep" if qat else "PTQ", acc, n))
+                    print(rows[-1], flush=True)
         binary = None
         for mode in ("deterministic", "stochastic"):
             for qat in (False, True):
                 q = registry.apply("quant.binary", model, {"mode": mode, "qat": qat}, ctx)
                 acc, n, reloaded = measure(q, data, tmp, f"binary {mode} {qat}")
                 rows.append((f"binary {mode}", "QAT 1 ep" if qat else "PTQ", acc, n))
+                print(rows[-1], flush=True)
                 if mode == "deterministic" and qat:
                     binary = reloaded
         print("| scheme (first/last layer 8-bit) | mode | accuracy | packed .dnz bytes |")

@@ -72,7 +72,8 @@ class NestConfig:
               and list(caps) == sorted(set(caps)) and caps[-1] == 1.0)
         if not ok:
             raise ConfigError("The 'capacities' parameter of NestConfig must be strictly "
-                              f"ascending fractions in (0, 1] ending with 1.0. Got {caps!r} instead.")
+                              "ascending fractions in (0, 1] ending with 1.0. "
+                              f"Got {caps!r} instead.")
         check_range(self, "temperature", 0.0, left_open=True)
         coerce_tuple(self, "ignore")
 

@@ -15,7 +15,8 @@ Deviation from [63]: alignment is per matching layer pair rather than per hand-c
 because the model is arbitrary. What cannot be aligned is skipped and named in the report
 (``ctx.extra['distill']['distill.few_sample']['extra']['skipped']``): layers whose output width was
 pruned (no channel-to-channel target), grouped/depthwise convs (a dense Q does not merge into
-them), layers missing in the teacher, and outputs of different shape. If nothing is alignable an
+them), masked connection-pruned layers (Q·W would be dense again), layers missing in the teacher,
+and outputs of different shape. If nothing is alignable an
 ``UnsupportedLayerError`` lists the reasons.
 """
 from __future__ import annotations
@@ -113,6 +114,8 @@ def merge_map(layer: nn.Module, Q: torch.Tensor, c: torch.Tensor) -> None:
 
 
 def _skip_reason(name: str, s: nn.Module, t: nn.Module | None) -> str | None:
+    if hasattr(s, "weight_mask"):
+        return "masked (connection-pruned) layer: merging a dense map would undo its sparsity"
     if t is None or type(t) is not type(s):
         return "no same-named layer of the same type in the teacher"
     if getattr(s, "groups", 1) != 1:

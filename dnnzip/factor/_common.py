@@ -98,7 +98,8 @@ def _local_fit(model: nn.Module, ctx: Context, loss_fn: Callable | None) -> None
             if ctx.max_batches is not None and i >= ctx.max_batches:
                 break
             logits = model(x)
-            loss = loss_fn(model, x, y, logits) if loss_fn else nn.functional.cross_entropy(logits, y)
+            loss = (loss_fn(model, x, y, logits) if loss_fn
+                    else nn.functional.cross_entropy(logits, y))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -73,8 +73,11 @@ class DepthwiseConfig:
     """MobileNet depthwise-separable redesign ([29]).
 
     width: width multiplier alpha in (0, 1]; < 1 removes (1 - alpha) of each pointwise conv's
-        output channels (L1 criterion) -- the classifier's outputs are never touched.
+        output channels (L1 criterion) -- the classifier's outputs are never touched, nor a
+        pointwise conv feeding a depthwise conv with multiplier > 1.
     resolution: resolution multiplier rho in (0, 1]; < 1 rescales the input first.
+    multiplier: depthwise channel multiplier (filters per input channel); each extra filter
+        keeps one more singular component of every input channel's kernel slice in the LS init.
     distill: recover by KD from the original (``ctx.teacher`` or the input model); else CE.
     temperature / alpha: KD settings (survey Eq. 21).
     ignore: module names / ``re:`` patterns left as standard convs.
@@ -82,6 +85,7 @@ class DepthwiseConfig:
 
     width: float = 1.0
     resolution: float = 1.0
+    multiplier: int = 1
     distill: bool = True
     temperature: float = 4.0
     alpha: float = 0.9
@@ -90,6 +94,7 @@ class DepthwiseConfig:
     def __post_init__(self):
         check_range(self, "width", 0.0, 1.0, left_open=True)
         check_range(self, "resolution", 0.0, 1.0, left_open=True)
+        check_range(self, "multiplier", 1, 64, integer=True)
         check_range(self, "temperature", 0.0, left_open=True)
         check_range(self, "alpha", 0.0, 1.0)
         coerce_tuple(self, "ignore")
@@ -129,20 +134,24 @@ def _capture_inputs(model: nn.Module, names: list[str], x: torch.Tensor | None) 
     return got
 
 
-def depthwise_block(conv: nn.Module, calib: torch.Tensor | None = None) -> nn.Sequential:
-    """``dw k x k -> BN -> ReLU -> pw 1x1`` initialised by the per-channel rank-1 LS fit."""
+def depthwise_block(conv: nn.Module, calib: torch.Tensor | None = None, *,
+                    multiplier: int = 1) -> nn.Sequential:
+    """``dw k x k (x multiplier) -> BN -> ReLU -> pw 1x1`` initialised by the per-channel
+    rank-``multiplier`` LS fit (MobileNet's depth multiplier; 1 = plain depthwise)."""
     cls, bn_cls = type(conv), (nn.BatchNorm1d if isinstance(conv, nn.Conv1d) else nn.BatchNorm2d)
-    I, O = conv.in_channels, conv.out_channels
-    dw = cls(I, I, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+    I, O, m = conv.in_channels, conv.out_channels, multiplier
+    dw = cls(I, I * m, conv.kernel_size, stride=conv.stride, padding=conv.padding,
              dilation=conv.dilation, groups=I, bias=False, padding_mode=conv.padding_mode)
-    bn, pw = bn_cls(I), cls(I, O, 1, bias=True)
+    bn, pw = bn_cls(I * m), cls(I * m, O, 1, bias=True)
     W = conv.weight.detach().double()
+    I = I * m  # channels between dw and pw, from here on
     with torch.no_grad():
-        for i in range(I):
+        for i in range(conv.in_channels):
             U, S, Vh = torch.linalg.svd(W[:, i].reshape(O, -1), full_matrices=False)
-            root = S[0].sqrt()
-            dw.weight[i, 0] = (root * Vh[0]).reshape(conv.kernel_size).float()
-            pw.weight[:, i].view(-1).copy_((root * U[:, 0]).float())
+            for r in range(min(m, len(S))):
+                root = S[r].sqrt()
+                dw.weight[i * m + r, 0] = (root * Vh[r]).reshape(conv.kernel_size).float()
+                pw.weight[:, i * m + r].view(-1).copy_((root * U[:, r]).float())
         bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(O)
         if calib is not None:
             z = dw(calib).transpose(0, 1).reshape(I, -1)
@@ -171,6 +180,8 @@ def _thin(model: nn.Module, width: float, x: torch.Tensor, pointwise: list[nn.Mo
     ratios = {m: 1.0 - width for m in pointwise}
     keep = [m for m in model.modules() if isinstance(m, (nn.Linear, *_CONVS)) and m not in ratios
             and not (isinstance(m, _CONVS) and m.groups == m.in_channels > 1)]  # dw follows pw
+    keep += [m for m in model.modules() if isinstance(m, _CONVS) and 1 < m.groups
+             and m.out_channels != m.in_channels]  # multiplier > 1: leave its width alone
     pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
                                        pruning_ratio=0.0, pruning_ratio_dict=ratios,
                                        ignored_layers=keep)
@@ -189,7 +200,7 @@ def apply_depthwise(model: nn.Module, config: DepthwiseConfig, ctx: Context) -> 
     inputs = _capture_inputs(model, [n for n, _ in convs], x)
     pointwise = []
     for name, conv in convs:
-        block = depthwise_block(conv, inputs.get(name))
+        block = depthwise_block(conv, inputs.get(name), multiplier=config.multiplier)
         set_module(model, name, block)
         pointwise.append(block[3])
     if config.width < 1.0:
@@ -293,7 +304,8 @@ def apply_group_shuffle(model: nn.Module, config: GroupShuffleConfig, ctx: Conte
     if not done:
         raise UnsupportedLayerError(
             f"design.group_shuffle: no convolution of {type(model).__name__} has channel counts "
-            f"divisible by the group count ({[(n, c.in_channels, c.out_channels) for n, c in convs]}"
+            f"divisible by the group count "
+            f"({[(n, c.in_channels, c.out_channels) for n, c in convs]}"
             "); choose groups= that divides them or set channels_per_group=.")
     teacher = (ctx.teacher or original) if config.distill else None
     recover(model, ctx, teacher=teacher, temperature=config.temperature, alpha=config.alpha)

@@ -4,8 +4,10 @@ FastDeepIoT profiles layer configurations on the target runtime and fits a *tree
 linear regression*: a regression tree splits the configuration space where the runtime behaves
 differently (cache sizes, kernel choices, channel multiples) and each leaf is a linear model of
 the layer's work. A model's latency is the sum of its layers' predictions, here followed by a
-linear calibration (``a * sum + b + c * layers``) fitted on whole models, which absorbs functional ops
-(adds, reshapes) and Python dispatch overhead that per-layer profiling does not see.
+linear calibration (``a * sum + b + c * layers``, non-negative) fitted on whole models, which
+absorbs Python dispatch overhead that per-layer profiling does not see. Functional ops (residual
+adds, concatenation, channel shuffles) are not profiled: models built on them (resnet,
+shufflenet) are under-predicted (see benchmarks/results/misc.md).
 
 - ``layer_configs(model, example)`` -> the ``LayerConfig`` of every Conv/Linear/RNN and
   element-wise module (BN, activations, pools) on the forward path.

@@ -191,7 +191,7 @@ def _check_supported(model: nn.Module, ignore: Sequence[str]) -> list[nn.Module]
         if not ignored:
             raise UnsupportedLayerError(
                 f"'{name}' ({type(m).__name__}) has no pruning rule; add '{name}' to ignore= or "
-                "register a rule with dnnzip.prune.graph.register_rule(cls, pruner).")
+                "register a rule with dnnzip.prune.register_rule(cls, pruner).")
         unruled.append(m)
     return unruled
 
@@ -213,7 +213,8 @@ class Graph:
         try:
             with _opaque_rnns(model), torch.enable_grad():
                 self.dg = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=(example,), customized_pruners=rules, verbose=False)
+                    model, example_inputs=example, forward_fn=lambda mod, x: mod(x),
+                    customized_pruners=rules, verbose=False)
         except (UnsupportedLayerError, ConfigError):
             raise
         except Exception as exc:  # tracing failed inside the user's forward or Torch-Pruning

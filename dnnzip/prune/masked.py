@@ -31,7 +31,10 @@ class _Masked:
     @torch.no_grad()
     def apply_mask(self) -> None:
         """Make pruned weights exactly zero (what is stored and counted)."""
-        self.weight.mul_(self.weight_mask)
+        # where(), not mul_(): a masked negative weight must become +0.0, not -0.0, so the
+        # artifact's sparse encoding sees it as zero
+        self.weight.copy_(torch.where(self.weight_mask.bool(), self.weight,
+                                      torch.zeros_like(self.weight)))
 
     def sparsity(self) -> float:
         return 1.0 - float(self.weight_mask.mean())

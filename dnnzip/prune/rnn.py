@@ -30,7 +30,7 @@ def check_rnn(name: str, layer: nn.Module) -> None:
         kind = "bidirectional" if layer.bidirectional else "projected (proj_size)"
         raise UnsupportedLayerError(
             f"'{name}' ({type(layer).__name__}, {kind}) has no channel-pruning rule; add "
-            f"'{name}' to ignore= or register a rule with dnnzip.prune.graph.register_rule(...).")
+            f"'{name}' to ignore= or register a rule with dnnzip.prune.register_rule(...).")
 
 
 def _keep(n: int, idxs: Sequence[int]) -> torch.Tensor:

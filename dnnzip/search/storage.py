@@ -27,18 +27,23 @@ def storage_url(out_dir: str | os.PathLike, url: str | None) -> str:
 
 
 def open_storage(url: str) -> RDBStorage:
-    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://")):
+    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://",
+                           "postgresql+psycopg2://", "mysql://")):
         raise ConfigError(f"storage URL {url!r} is not supported; use sqlite:///PATH or "
                           "postgresql://user@host:port/db")
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {
         "pool_pre_ping": True}
+    import warnings
     try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                          grace_period=3 * HEARTBEAT_S,
-                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=2))
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                              grace_period=3 * HEARTBEAT_S,
+                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(
+                                  max_retry=2))
     except Exception as exc:  # sqlalchemy raises many types for an unreachable server
         hint = ("install the postgres extra (pip install 'dnnzip[postgres]')"
-                if "psycopg2" in str(exc) else "check that the server is up and the URL is right")
+                if "psycopg" in str(exc) else "check that the server is up and the URL is right")
         raise ConfigError(f"cannot open search storage {url!r}: {str(exc).splitlines()[0]}; "
                           f"{hint}") from exc
 

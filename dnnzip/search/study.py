@@ -31,6 +31,7 @@ from dnnzip.search.objective import AdaDeepObjective, Point
 from dnnzip.search.space import SearchSpace
 
 RUN_FORMAT = 1
+CONSTRAINT_KEYS = ("latency", "storage", "energy", "accuracy")  # AdaDeep Eq. 26, 27, E, floor
 
 
 @dataclass(frozen=True)
@@ -82,17 +83,14 @@ class AutoResult:
         return asdict(self)
 
 
-def _sampler(cfg: AutoConfig, objective: AdaDeepObjective) -> optuna.samplers.BaseSampler:
-    def constraints(t: optuna.trial.FrozenTrial):
-        return t.user_attrs.get("constraints", [1.0])
-
+def _sampler(cfg: AutoConfig) -> optuna.samplers.BaseSampler:
+    """TPE / NSGA-II read the constraints each trial records with ``trial.set_constraint``
+    (feasible iff every value <= 0), so infeasible trials never outrank feasible ones."""
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=cfg.seed, constraints_func=constraints,
-                                             population_size=8)
-    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=6, multivariate=True,
-                                      constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=8)
+    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=6, multivariate=True)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -155,10 +153,11 @@ class Search:
         return m
 
     def _open_study(self) -> optuna.Study:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = st.open_storage(self.url)
         study = optuna.create_study(
             storage=storage, study_name=self.study_name, load_if_exists=True,
-            sampler=_sampler(self.cfg, None),
+            sampler=_sampler(self.cfg),
             **({"directions": ["maximize", "minimize", "minimize"]}
                if self.cfg.sampler == "nsga2" else {"direction": "maximize"}))
         study.set_user_attr("run", json.loads(json.dumps(self.run_info, default=str)))
@@ -205,7 +204,10 @@ class Search:
         trial.set_user_attr("recipe", recipe.to_dict())
         trial.set_user_attr("digest", digest)
         trial.set_user_attr("measurement", m.to_dict())
-        trial.set_user_attr("constraints", self.objective.constraints(p))
+        constraints = self.objective.constraints(p)
+        trial.set_user_attr("constraints", constraints)
+        for key, value in zip(CONSTRAINT_KEYS, constraints):
+            trial.set_constraint(key, value)
         trial.set_user_attr("feasible", self.objective.feasible(p))
         trial.set_user_attr("score", self.objective.score(p))
         self.note(f"trial {trial.number}: {recipe.name} → {m.bytes:,} B, {m.latency_ms:.3f} ms, "

@@ -70,3 +70,11 @@ def test_nothing_alignable_and_empty_sample_set_are_named(digits, conv_teacher):
         registry.apply("distill.few_sample", odd, {"layers": ["0"]}, ctx)
     with pytest.raises(DataError, match="few-sample set is empty"):
         registry.apply("distill.few_sample", cnn(), None, Context(teacher=conv_teacher))
+
+
+def test_masked_layers_are_skipped_not_densified(digits, conv_teacher):
+    sparse = registry.apply("prune.connection", conv_teacher, {"sparsity": 0.5},
+                            Context(data=digits, epochs=0))
+    ctx = Context(data=digits, teacher=conv_teacher)
+    with pytest.raises(UnsupportedLayerError, match="masked"):
+        registry.apply("distill.few_sample", sparse, None, ctx)

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from torch import nn
 
 from dnnzip import registry
 from dnnzip.distill.halting import fit_student

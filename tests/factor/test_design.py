@@ -35,6 +35,18 @@ def test_ls_init_is_exact_for_separable_kernel():
     assert torch.allclose(block(x), conv(x), atol=1e-4)
 
 
+def test_multiplier_keeps_more_components_and_full_rank_is_exact():
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    x = torch.randn(4, 4, 8, 8)
+    errs = [float((depthwise_block(conv, x, multiplier=m).eval()(x) - conv(x)).norm())
+            for m in (1, 3, 6)]
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-3  # 6 = min(O, k*k): exact
+    out = apply_depthwise(cnn(), DepthwiseConfig(multiplier=2),
+                          Context(example_input=torch.randn(8, 1, 12, 12), epochs=0))
+    assert out[2][0].out_channels == 16 and out[2][3].in_channels == 16
+    assert torch.equal(reload(out, cnn())(x := torch.randn(2, 1, 12, 12)), out(x))
+
+
 def test_ls_init_better_than_random():
     conv = nn.Conv2d(6, 10, 3, padding=1)
     x = torch.randn(4, 6, 8, 8)

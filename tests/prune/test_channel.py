@@ -208,3 +208,62 @@ def test_channel_pruning_of_connection_pruned_model_keeps_masks(h):
     out = apply("prune.channel", sparse, {"finetune": False}, ctx)
     assert out.c1.weight_mask.shape == out.c1.weight.shape
     assert torch.equal(out.c1.weight == 0, out.c1.weight_mask == 0)
+
+
+def test_registered_rule_teaches_a_custom_layer(h):
+    from torch_pruning.pruner.function import BasePruningFunc
+
+    from dnnzip.prune import graph, register_rule
+
+    class Scale(nn.Module):
+        def __init__(self, n=6):
+            super().__init__()
+            self.scale = nn.Parameter(torch.arange(1.0, n + 1))
+
+        def forward(self, x):
+            return x * self.scale
+
+    class ScaleRule(BasePruningFunc):
+        TARGET_MODULES = (Scale,)
+
+        def prune_out_channels(self, layer, idxs):
+            keep = [i for i in range(layer.scale.numel()) if i not in set(idxs)]
+            layer.scale = nn.Parameter(layer.scale.detach()[keep])
+            return layer
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer):
+            return layer.scale.numel()
+
+        get_in_channels = get_out_channels
+
+    register_rule(Scale, ScaleRule())
+    try:
+        m = nn.Sequential(nn.Linear(4, 6), Scale(), nn.ReLU(), nn.Linear(6, 2)).eval()
+        out = apply("prune.channel", m, {"ratio": 0.5, "finetune": False}, h.make_ctx((4,)))
+        assert out[0].out_features == 3 and out[1].scale.numel() == 3
+        assert out(torch.randn(2, 4)).shape == (2, 2)
+    finally:
+        graph._RULES.pop(Scale)
+
+
+def test_transformer_ffn_neurons_pruned_attention_named(h):
+    class Enc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(6, 16)
+            self.enc = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, dropout=0.0)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.fc(self.enc(self.inp(x)).mean(1))
+
+    m, x = Enc().eval(), torch.randn(2, 5, 6)
+    with pytest.raises(UnsupportedLayerError, match="'enc.self_attn' .*ignore="):
+        apply("prune.channel", m, None, Context(example_input=x))
+    out = apply("prune.channel", m, {"ignore": ["enc.self_attn"], "finetune": False},
+                Context(example_input=x))
+    assert out.enc.linear1.out_features == 16 and out.enc.linear2.in_features == 16
+    assert out.inp.out_features == 16  # the residual stream feeds attention: kept
+    assert out(x).shape == (2, 3)
