@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from dnnzip.errors import ConfigError
@@ -39,7 +39,7 @@ def open_storage(url: str) -> RDBStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
                               grace_period=3 * HEARTBEAT_S,
-                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                                   max_retry=2))
     except Exception as exc:  # sqlalchemy raises many types for an unreachable server
         hint = ("install the postgres extra (pip install 'dnnzip[postgres]')"
