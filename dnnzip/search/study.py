@@ -56,6 +56,7 @@ class AutoConfig:
     latency_repeats: int = 50
     lambda1: float = 1.0
     lambda2: float = 1.0
+    warm_start: bool = True
 
     def __post_init__(self):
         coerce_tuple(self, "families")
@@ -161,6 +162,9 @@ class Search:
             **({"directions": ["maximize", "minimize", "minimize"]}
                if self.cfg.sampler == "nsga2" else {"direction": "maximize"}))
         study.set_user_attr("run", json.loads(json.dumps(self.run_info, default=str)))
+        if self.cfg.warm_start and not study.get_trials(deepcopy=False):
+            for params in self.space.warm_starts():
+                study.enqueue_trial(params, skip_if_exists=True)
         recovered = st.recover_dead_local_trials(study)
         if recovered:
             self.note(f"recovered {recovered} trial(s) left running by a killed process")
