@@ -97,3 +97,22 @@ def test_weights_without_architecture_named(capsys, tmp_path):
     code, _, err = run(capsys, "pack", str(p), "-o", str(tmp_path / "x.dnz"))
     assert code == 2 and "--arch" in err
     ok(capsys, "pack", str(p), "--arch", "lenet300", "-o", str(tmp_path / "x.dnz"))
+
+
+def test_eval_capacity_of_a_multi_capacity_artifact(capsys, tmp_path):
+    from dnnzip import registry
+    from dnnzip.artifact import pack
+    from dnnzip.data import load_data
+    from dnnzip.registry import Context
+    data = load_data("digits", seed=0)
+    base = zoo.build("lenet300", input_size=8, hidden=[32, 16])
+    nested = registry.apply("capacity.nest", base, {"capacities": [0.5, 1.0]},
+                            Context(data=data, epochs=1, max_batches=3))
+    art = tmp_path / "nest.dnz"
+    pack(nested, art)
+    for cap in ("0", "1"):
+        d = json.loads(ok(capsys, "eval", str(art), "--data", "digits", "--capacity", cap,
+                          "--json"))
+        assert 0.0 <= d["test_accuracy"] <= 1.0
+    code, _, err = run(capsys, "eval", str(art), "--data", "digits", "--capacity", "5")
+    assert code == 2 and "capacity 5 does not exist" in err

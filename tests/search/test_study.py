@@ -71,6 +71,18 @@ def test_unreachable_storage_is_named(small_mlp, digits, tmp_path):
                storage="redis://nowhere")
 
 
+def _count_complete(db: Path) -> int:
+    """Read-only peek (plain sqlite3) so polling never races the writer creating its tables."""
+    import sqlite3
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute("SELECT count(*) FROM trials WHERE state='COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def _completed(db: Path) -> list:
     if not db.is_file():
         return []
@@ -100,7 +112,7 @@ def test_kill_minus_nine_then_resume_loses_and_recomputes_nothing(small_mlp, tmp
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=os.getcwd())
     deadline = time.time() + 240
-    while len(_completed(out / "study.db")) < 2 and time.time() < deadline:
+    while _count_complete(out / "study.db") < 2 and time.time() < deadline:
         if proc.poll() is not None:
             break
         time.sleep(0.2)
