@@ -19,6 +19,7 @@ from torch import nn
 
 from dnnzip import registry
 from dnnzip.errors import ConfigError
+from dnnzip.io import atomic_json
 from dnnzip.registry import Context
 
 
@@ -225,12 +226,6 @@ def run_recipe(model: nn.Module, recipe: Recipe, ctx: Context, *, out_dir: str |
             current = apply_step(current, recipe.steps[i - 1], ctx)
         current, result = measure(i, label, current, t0)
         stages.append(result)
-        _atomic_json(record_path, {"recipe_digest": digest,
+        atomic_json(record_path, {"recipe_digest": digest,
                                    "stages": [s.to_dict() for s in stages]})
     return current, stages
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dnnzip.artifact.encodings import DTYPES, get_encoding
+from dnnzip.io import atomic_write  # noqa: F401  (re-exported)
 from dnnzip.errors import ConfigError, FormatError
 
 FORMAT = "dnz"
@@ -70,36 +70,6 @@ def strict_loads(text: str, where: str) -> Any:
         return json.loads(text, object_pairs_hook=_no_dupes, parse_constant=_bad_constant)
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"{where} is not valid JSON: {str(exc)[:200]}") from None
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> int:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, and ``os.replace``.
-
-    A failure at any point removes the temp file and leaves an existing ``path`` untouched.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # some filesystems refuse fsync on directories
-        pass
-    return len(data)
 
 
 def write_container(path: str | os.PathLike, streams: dict[str, bytes], manifest: dict) -> int:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from dnnzip.io import atomic_write
 from dnnzip.errors import DataError
 
 FASHION_MNIST_URL = "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -50,21 +50,6 @@ def payload_sha256(blob: bytes) -> str:
         except (OSError, EOFError) as exc:
             raise DataError(f"downloaded file is not valid gzip ({exc}).") from None
     return hashlib.sha256(blob).hexdigest()
-
-
-def atomic_write(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download_files(dest: str | os.PathLike, files: dict[str, str], base_url: str, *,

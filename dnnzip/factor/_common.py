@@ -9,6 +9,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from dnnzip.nn.surgery import set_module  # noqa: F401  (used by the family)
+
 from dnnzip.registry import Context
 
 
@@ -21,16 +23,6 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
         elif p == name:
             return True
     return False
-
-
-def set_module(root: nn.Module, path: str, new: nn.Module) -> None:
-    """Replace the submodule at dotted ``path`` by ``new``."""
-    parent_path, _, child = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    if isinstance(parent, (nn.Sequential, nn.ModuleList)) and child.isdigit():
-        parent[int(child)] = new
-    else:
-        setattr(parent, child, new)
 
 
 def targets(model: nn.Module, kinds: tuple[type, ...], ignore: tuple[str, ...]

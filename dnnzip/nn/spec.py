@@ -35,7 +35,8 @@ def spec_module(name: str, kwargs_fn: Callable[[nn.Module], dict] | None = None)
     return deco
 
 
-def _conv_kwargs(m: nn.Module) -> dict:
+def conv_kwargs(m: nn.Module) -> dict:
+    """Constructor arguments of a Conv1d/Conv2d (also for subclasses such as masked convs)."""
     return dict(in_channels=m.in_channels, out_channels=m.out_channels,
                 kernel_size=list(m.kernel_size), stride=list(m.stride),
                 padding=m.padding if isinstance(m.padding, str) else list(m.padding),
@@ -72,8 +73,8 @@ def _none(m: nn.Module) -> dict:
 
 
 _TORCH: dict[str, tuple[type, Callable]] = {
-    "Conv1d": (nn.Conv1d, _conv_kwargs),
-    "Conv2d": (nn.Conv2d, _conv_kwargs),
+    "Conv1d": (nn.Conv1d, conv_kwargs),
+    "Conv2d": (nn.Conv2d, conv_kwargs),
     "Linear": (nn.Linear, lambda m: dict(in_features=m.in_features, out_features=m.out_features,
                                          bias=m.bias is not None)),
     "BatchNorm1d": (nn.BatchNorm1d, _bn_kwargs),

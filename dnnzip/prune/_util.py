@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnnzip.nn.surgery import set_module  # noqa: F401  (used by the family)
+
 from dnnzip.errors import ConfigError
 from dnnzip.registry import Context
 
@@ -55,15 +57,6 @@ def check_ratio_map(config, field_name: str) -> None:
             raise ConfigError(
                 f"The '{field_name}' parameter of {type(config).__name__} must map layer names to "
                 f"floats in [0, 1). Got {v!r} for {key!r} instead.")
-
-
-def set_module(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, child = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    if isinstance(parent, (nn.Sequential, nn.ModuleList)) and child.isdigit():
-        parent[int(child)] = new
-    else:
-        setattr(parent, child, new)
 
 
 def _split(data, name: str):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnnzip.nn.spec import conv_kwargs as _conv_kwargs
 from dnnzip.nn.spec import spec_module
 
 
@@ -38,14 +39,6 @@ class _Masked:
 
     def sparsity(self) -> float:
         return 1.0 - float(self.weight_mask.mean())
-
-
-def _conv_kwargs(m: nn.Module) -> dict:
-    return dict(in_channels=m.in_channels, out_channels=m.out_channels,
-                kernel_size=list(m.kernel_size), stride=list(m.stride),
-                padding=m.padding if isinstance(m.padding, str) else list(m.padding),
-                dilation=list(m.dilation), groups=m.groups, bias=m.bias is not None,
-                padding_mode=m.padding_mode)
 
 
 @spec_module("prune.MaskedLinear")

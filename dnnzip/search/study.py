@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -23,6 +21,7 @@ from torch import nn
 from dnnzip.budget import Budget
 from dnnzip.config import check_choice, check_range, coerce_tuple
 from dnnzip.errors import BudgetError, ConfigError
+from dnnzip.io import atomic_json
 from dnnzip.recipe import Recipe, Step, run_recipe
 from dnnzip.registry import Context
 from dnnzip.search import storage as st
@@ -94,12 +93,6 @@ def _sampler(cfg: AutoConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=6, multivariate=True)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 class Search:
     """One search: owns the run folder, the study and the measurement of each trial."""
 
@@ -138,7 +131,7 @@ class Search:
             if old.get("config", {}).get("sampler") != self.cfg.sampler:
                 raise ConfigError(f"run folder {str(self.out)!r} holds a {old['config']['sampler']}"
                                   f" study; resume it with the same --sampler or use a new -o")
-        _write_json(run, info)
+        atomic_json(run, info)
         self.run_info = info
 
     def _baseline(self) -> Measurement:
@@ -150,7 +143,7 @@ class Search:
         pack(self.model, art)
         m = measure_artifact(art, self.data, runtime=self.budget.runtime,
                              repeats=self.cfg.latency_repeats, with_test=True)
-        _write_json(path, m.to_dict())
+        atomic_json(path, m.to_dict())
         return m
 
     def _open_study(self) -> optuna.Study:
@@ -203,7 +196,7 @@ class Search:
             trial.set_user_attr("reused", True)
         else:
             m = self.evaluate_recipe(recipe, cache, epochs=self.cfg.finetune_epochs)
-            _write_json(cached, m.to_dict())
+            atomic_json(cached, m.to_dict())
         p = m.point()
         trial.set_user_attr("recipe", recipe.to_dict())
         trial.set_user_attr("digest", digest)
@@ -267,7 +260,7 @@ class Search:
             os.replace(dst.with_suffix(".tmp"), dst)
             (self.out / "best-recipe.yaml").write_text(Recipe.from_dict(best["recipe"]).to_yaml())
             result.best_path, result.best = str(dst), best
-        _write_json(self.out / "summary.json", result.to_dict())
+        atomic_json(self.out / "summary.json", result.to_dict())
         if not ok:
             raise self._budget_error(trials)
         return result

@@ -1,0 +1,42 @@
+"""Atomic file writes: every file dnnzip writes appears whole or not at all."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> int:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, and ``os.replace``.
+
+    A failure at any point removes the temp file and leaves an existing ``path`` untouched.
+    Returns the bytes written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    return len(data)
+
+
+def atomic_json(path: str | os.PathLike, data: Any) -> None:
+    """``data`` as indented, key-sorted JSON, written atomically."""
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
