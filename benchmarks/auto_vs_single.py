@@ -25,12 +25,12 @@ from dnnzip.errors import BudgetError
 from dnnzip.search import AutoConfig, Search
 
 
-def run(families, sampler, seed, args, data, model, budget) -> dict:
-    out = Path(args.workdir) / f"{sampler}-{'+'.join(families)}-s{seed}"
+def run(families, sampler, seed, args, data, model, budget, warm=True) -> dict:
+    out = Path(args.workdir) / f"{sampler}-{'+'.join(families)}-s{seed}{'' if warm else '-cold'}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = AutoConfig(trials=args.trials, sampler=sampler, seed=seed, families=families,
                      finetune_epochs=1, final_epochs=0, finalists=1,
-                     max_batches=args.max_batches, latency_repeats=30)
+                     max_batches=args.max_batches, latency_repeats=30, warm_start=warm)
     t0 = time.perf_counter()
     s = Search(model, data, budget, out_dir=out, config=cfg)
     s.run_trials()
@@ -38,7 +38,8 @@ def run(families, sampler, seed, args, data, model, budget) -> dict:
     first = next((i + 1 for i, t in enumerate(trials) if t.user_attrs.get("feasible")), None)
     feas = [t for t in trials if t.user_attrs.get("feasible")]
     best = max(feas, key=lambda t: t.user_attrs["score"]) if feas else None
-    return {"families": "+".join(families), "sampler": sampler, "seed": seed,
+    return {"families": "+".join(families), "sampler": sampler + ("" if warm else " (cold)"),
+            "seed": seed,
             "first_feasible": first, "feasible": bool(best),
             "best_bytes": best.user_attrs["measurement"]["bytes"] if best else None,
             "best_acc": best.user_attrs["measurement"]["accuracy"] if best else None,
@@ -55,6 +56,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--workdir", default="runs/bench-auto")
     ap.add_argument("--out", default="benchmarks/results/auto.md")
+    ap.add_argument("--cold-only", action="store_true",
+                    help="only TPE vs random without the warm-start recipes (search efficiency)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = load_data("fashion-mnist", seed=0)
@@ -63,6 +66,10 @@ def main() -> None:
     allf = ("connection", "channel", "share", "int8", "lowbit", "distill")
     rows = []
     for seed in args.seeds:
+        if args.cold_only:
+            rows.append(run(allf, "tpe", seed, args, data, model, budget, warm=False))
+            rows.append(run(allf, "random", seed, args, data, model, budget, warm=False))
+            continue
         rows.append(run(allf, "tpe", seed, args, data, model, budget))
         rows.append(run(allf, "random", seed, args, data, model, budget))
         for fam in ("connection", "channel", "share", "int8", "lowbit"):
@@ -70,7 +77,8 @@ def main() -> None:
     lines = ["# auto vs single families (issue 8)", "",
              f"Command: `.venv/bin/python benchmarks/auto_vs_single.py --trials {args.trials} "
              f"--max-batches {args.max_batches} --max-size {args.max_size} --min-accuracy "
-             f"{args.min_accuracy} --seeds {' '.join(map(str, args.seeds))}`", "",
+             f"{args.min_accuracy} --seeds {' '.join(map(str, args.seeds))}"
+             f"{' --cold-only' if args.cold_only else ''}`", "",
              "Machine: 2-core CPU, 1 thread. LeNet-5 on Fashion-MNIST (12 epochs). Budget: "
              f"{budget.describe()}. Same trial count for every row.", "",
              "| families | sampler | seed | feasible | trials to first feasible | best bytes | "
