@@ -29,23 +29,7 @@ from dnnzip.errors import ConfigError, UnsupportedLayerError
 from dnnzip.factor._common import recover, set_module, targets
 from dnnzip.nn.spec import spec_module
 from dnnzip.registry import Context, fresh_copy, technique
-
-try:  # the zoo's shuffle, so zoo ShuffleNets and redesigned models share one class
-    from dnnzip.zoo.shufflenet import ChannelShuffle
-except ImportError:  # pragma: no cover - zoo not installed
-    @spec_module("factor.ChannelShuffle")
-    class ChannelShuffle(nn.Module):
-        def __init__(self, groups: int):
-            super().__init__()
-            self.groups = groups
-
-        def spec_kwargs(self) -> dict:
-            return {"groups": self.groups}
-
-        def forward(self, x):
-            n, c = x.shape[:2]
-            return x.reshape(n, self.groups, c // self.groups, *x.shape[2:]).transpose(1, 2) \
-                .reshape(x.shape)
+from dnnzip.zoo.shufflenet import ChannelShuffle  # one class for zoo and redesigned models
 
 
 @spec_module("factor.Resize")
