@@ -98,3 +98,45 @@ def test_export_failure_names_the_op(tmp_path):
     q = registry.apply("quant.int8", M().eval(), None, Context(example_input=torch.randn(3, 4)))
     with pytest.raises(UnsupportedLayerError, match="aten.kthvalue"):
         export_int8(q, torch.randn(1, 4), tmp_path / "f.onnx")
+
+
+def test_compact_names_keep_the_computation(exported, tmp_path):
+    """compact() (run by export_int8) shortens names and drops default attributes only: a copy
+    with the exporter's long names restored by a fresh, uncompacted export computes the same."""
+    import onnx
+    from dnnzip.quant import onnx_qdq
+    q, info, data = exported
+    g = onnx.load(info.path).graph
+    assert all(n.name == "" for n in g.node)
+    internal = [o for n in g.node for o in n.output if o != "output"]
+    assert internal and max(len(o) for o in internal) <= 4
+    assert all(t.name.startswith("_") for t in g.initializer)
+    again = tmp_path / "again.onnx"
+    onnx.save(onnx.load(info.path), str(again))
+    assert onnx_qdq.compact(again) == 0                      # idempotent: nothing left to shorten
+    x = data.example_input(8).numpy()
+    ref = session(info.path).run(None, {"input": x})[0]
+    assert np.array_equal(ref, session(again).run(None, {"input": x})[0])
+
+
+def test_compact_preserves_outputs_of_an_uncompacted_graph(tmp_path):
+    import onnx
+    from onnx import helper, TensorProto
+    from dnnzip.quant import onnx_qdq
+    w = helper.make_tensor("a.long.weight.name", TensorProto.FLOAT, [2, 1, 3, 3],
+                           np.linspace(-1, 1, 18).tolist())
+    node = helper.make_node("Conv", ["input", "a.long.weight.name"], ["conv_out"], name="conv",
+                            strides=[1, 1], dilations=[1, 1], group=1, pads=[0, 0, 0, 0])
+    relu = helper.make_node("Relu", ["conv_out"], ["output"], name="relu")
+    graph = helper.make_graph([node, relu], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    src, dst = tmp_path / "src.onnx", tmp_path / "dst.onnx"
+    onnx.save(model, str(src)); onnx.save(model, str(dst))
+    assert onnx_qdq.compact(dst) > 0
+    conv = onnx.load(str(dst)).graph.node[0]
+    assert [a.name for a in conv.attribute] == []
+    x = np.random.default_rng(0).standard_normal((1, 1, 5, 5)).astype("float32")
+    assert np.array_equal(session(src).run(None, {"input": x})[0],
+                          session(dst).run(None, {"input": x})[0])
