@@ -240,16 +240,18 @@ def compact(path) -> int:
             for a in node.attribute:
                 if a.name in ("value_float", "value_int") or (a.name == "value" and len(a.t.dims) == 0):
                     rank0.update(node.output)
-    defaults = {"dilations": 1, "strides": 1, "group": 1, "pads": 0}
+    _drop_repeated_qdq(g)
+    defaults = {"dilations": 1, "strides": 1, "group": 1, "pads": 0, "storage_order": 0,
+                "ceil_mode": 0, "allowzero": 0}
     for node in g.node:
         node.name = ""
         drop = []
         for a in node.attribute:
-            if node.op_type == "Conv" and a.name in defaults:
+            if node.op_type in ("Conv", "MaxPool", "Reshape") and a.name in defaults:
                 vals = list(a.ints) if a.type == onnx.AttributeProto.INTS else [a.i]
                 if all(v == defaults[a.name] for v in vals):
                     drop.append(a)
-            elif node.op_type == "Conv" and a.name == "auto_pad" and a.s == b"NOTSET":
+            elif node.op_type in ("Conv", "MaxPool") and a.name == "auto_pad" and a.s == b"NOTSET":
                 drop.append(a)
             elif (node.op_type in ("QuantizeLinear", "DequantizeLinear") and a.name == "axis"
                   and len(node.input) > 1 and node.input[1] in rank0):
@@ -265,6 +267,41 @@ def compact(path) -> int:
         t.name = short(t.name)
     onnx.save(model, str(path))
     return before - os.path.getsize(path)
+
+
+def _drop_repeated_qdq(g) -> int:
+    """Remove a ``QuantizeLinear -> DequantizeLinear`` pair that directly repeats the pair before
+    it with the same scale and zero point (a layer's output quantizer followed by the next
+    layer's input quantizer): quantizing an already quantized value again is the identity."""
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_out = {v.name for v in g.output}
+    removed = []
+    for q2 in list(g.node):
+        if q2.op_type != "QuantizeLinear" or len(q2.input) < 3:
+            continue
+        dq1 = producer.get(q2.input[0])
+        if dq1 is None or dq1.op_type != "DequantizeLinear" or len(dq1.input) < 3:
+            continue
+        if list(dq1.input[1:3]) != list(q2.input[1:3]) or dq1.attribute or q2.attribute:
+            continue
+        outs = consumers.get(q2.output[0], [])
+        if len(outs) != 1 or outs[0].op_type != "DequantizeLinear":
+            continue
+        dq2 = outs[0]
+        if list(dq2.input[1:3]) != list(q2.input[1:3]) or dq2.attribute or dq2.output[0] in graph_out:
+            continue
+        for n in consumers.get(dq2.output[0], []):
+            for i, name in enumerate(n.input):
+                if name == dq2.output[0]:
+                    n.input[i] = dq1.output[0]
+        removed += [q2, dq2]
+    for n in removed:
+        g.node.remove(n)
+    return len(removed) // 2
 
 
 def op_types(path: str | os.PathLike) -> dict[str, int]:
