@@ -40,7 +40,8 @@ def run(families, sampler, seed, args, data, model, budget, warm=True) -> dict:
     best = max(feas, key=lambda t: t.user_attrs["score"]) if feas else None
     return {"families": "+".join(families), "sampler": sampler + ("" if warm else " (cold)"),
             "seed": seed,
-            "first_feasible": first, "feasible": bool(best),
+            "first_feasible": first, "feasible": bool(best), "n_feasible": len(feas),
+            "n_trials": len(trials),
             "best_bytes": best.user_attrs["measurement"]["bytes"] if best else None,
             "best_acc": best.user_attrs["measurement"]["accuracy"] if best else None,
             "best_score": best.user_attrs["score"] if best else None,
@@ -55,13 +56,22 @@ def main() -> None:
     ap.add_argument("--min-accuracy", default="0.88")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--workdir", default="runs/bench-auto")
+    ap.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
     ap.add_argument("--out", default="benchmarks/results/auto.md")
     ap.add_argument("--cold-only", action="store_true",
                     help="only TPE vs random without the warm-start recipes (search efficiency)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    data = load_data("fashion-mnist", seed=0)
-    model = trained_lenet5(data, epochs=12, progress=False)
+    data = load_data(args.data, seed=0)
+    if args.data == "fashion-mnist":
+        model, model_desc = trained_lenet5(data, epochs=12, progress=False), "LeNet-5 (12 epochs)"
+    else:  # a cheap setting for the search-efficiency comparison (many trials, many seeds)
+        from dnnzip import zoo
+        from dnnzip.load import kwargs_for_data
+        from dnnzip.train import TrainSettings, fit
+        model = zoo.build("lenet300", **kwargs_for_data("lenet300", data))
+        fit(model, data, TrainSettings(epochs=30, seed=0, progress=False))
+        model, model_desc = model.eval(), "LeNet-300-100 (30 epochs)"
     budget = Budget.parse(max_size=args.max_size, min_accuracy=args.min_accuracy)
     allf = ("connection", "channel", "share", "int8", "lowbit", "distill")
     rows = []
@@ -78,17 +88,31 @@ def main() -> None:
              f"Command: `.venv/bin/python benchmarks/auto_vs_single.py --trials {args.trials} "
              f"--max-batches {args.max_batches} --max-size {args.max_size} --min-accuracy "
              f"{args.min_accuracy} --seeds {' '.join(map(str, args.seeds))}"
-             f"{' --cold-only' if args.cold_only else ''}`", "",
-             "Machine: 2-core CPU, 1 thread. LeNet-5 on Fashion-MNIST (12 epochs). Budget: "
+             f"{' --cold-only' if args.cold_only else ''} --data {args.data}`", "",
+             f"Machine: 2-core CPU, 1 thread. {model_desc} on {args.data}. Budget: "
              f"{budget.describe()}. Same trial count for every row.", "",
-             "| families | sampler | seed | feasible | trials to first feasible | best bytes | "
-             "best val acc | Eq. 25 score | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+             "| families | sampler | seed | feasible | trials to first feasible | feasible trials | "
+             "best bytes | best val acc | Eq. 25 score | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = "-" if r["best_acc"] is None else f"{r['best_acc']:.4f}"
         score = "-" if r["best_score"] is None else f"{r['best_score']:.3f}"
         lines.append(f"| {r['families']} | {r['sampler']} | {r['seed']} | {r['feasible']} | "
-                     f"{r['first_feasible'] or '-'} | {r['best_bytes'] or '-'} | {acc} | "
+                     f"{r['first_feasible'] or '-'} | {r['n_feasible']}/{r['n_trials']} | "
+                     f"{r['best_bytes'] or '-'} | {acc} | "
                      f"{score} | {r['seconds']:.0f} |")
+    if args.cold_only:  # the search-efficiency summary over seeds
+        lines += ["", "| sampler | seeds feasible | median trials to first feasible (infeasible "
+                  f"seeds count as {args.trials + 1}) | mean feasible trials | mean best score |",
+                  "|---|---|---|---|---|"]
+        for sampler in ("tpe (cold)", "random (cold)"):
+            rs = [r for r in rows if r["sampler"] == sampler]
+            firsts = [r["first_feasible"] or args.trials + 1 for r in rs]
+            scores = [r["best_score"] for r in rs if r["best_score"] is not None]
+            lines.append(f"| {sampler} | {sum(r['feasible'] for r in rs)}/{len(rs)} | "
+                         f"{statistics.median(firsts):g} | "
+                         f"{statistics.mean(r['n_feasible'] for r in rs):.1f} | "
+                         f"{statistics.mean(scores) if scores else float('nan'):.3f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -70,6 +70,10 @@ def run(name: str, args) -> dict:
     data = load_data("fashion-mnist", seed=0, limit=args.limit)
     dense = dense_model(name, data, args.dense_epochs, Path(args.out))
     plan, rows = PLANS[name], []
+    for item in filter(None, (args.sparsity or "").split(",")):  # e.g. fc1=0.93
+        layer, value = item.split("=")
+        if layer in plan["sparsity"]:
+            plan = dict(plan, sparsity={**plan["sparsity"], layer: float(value)})
     kd = kd_loss_fn(dense, T=args.temperature, alpha=args.alpha)
     ctx = Context(data=data, teacher=dense, epochs=0, batch_size=128, lr=args.lr, seed=0,
                   max_batches=args.max_batches, progress=False)
@@ -109,6 +113,8 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.7)
     p.add_argument("--out", default="runs/share_dc")
+    p.add_argument("--sparsity", default=None,
+                   help="override the plan's per-layer sparsity, e.g. fc1=0.93,fc2=0.88")
     args = p.parse_args()
     if args.quick:
         args.limit = args.limit or 20000

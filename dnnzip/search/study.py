@@ -20,7 +20,7 @@ from torch import nn
 
 from dnnzip.budget import Budget
 from dnnzip.config import check_choice, check_range, coerce_tuple
-from dnnzip.errors import BudgetError, ConfigError
+from dnnzip.errors import BudgetError, ConfigError, UnsupportedLayerError
 from dnnzip.io import atomic_json
 from dnnzip.recipe import Recipe, Step, run_recipe
 from dnnzip.registry import Context
@@ -31,6 +31,7 @@ from dnnzip.search.space import SearchSpace
 
 RUN_FORMAT = 1
 CONSTRAINT_KEYS = ("latency", "storage", "energy", "accuracy")  # AdaDeep Eq. 26, 27, E, floor
+INVALID_SCORE, INVALID_PENALTY = -10.0, 10.0  # a recipe that cannot apply to the model
 
 
 @dataclass(frozen=True)
@@ -190,16 +191,23 @@ class Search:
         recipe = self.space.sample(trial)
         digest = recipe.digest()
         cache = self.out / "trials" / digest
-        cached = cache / "measurement.json"
+        cached, failed = cache / "measurement.json", cache / "error.json"
+        trial.set_user_attr("recipe", recipe.to_dict())
+        trial.set_user_attr("digest", digest)
+        if failed.is_file():
+            trial.set_user_attr("reused", True)
+            return self._invalid(trial, recipe, json.loads(failed.read_text())["error"])
         if cached.is_file():
             m = Measurement(**json.loads(cached.read_text()))
             trial.set_user_attr("reused", True)
         else:
-            m = self.evaluate_recipe(recipe, cache, epochs=self.cfg.finetune_epochs)
+            try:
+                m = self.evaluate_recipe(recipe, cache, epochs=self.cfg.finetune_epochs)
+            except (ConfigError, UnsupportedLayerError) as exc:
+                atomic_json(failed, {"error": str(exc)})
+                return self._invalid(trial, recipe, str(exc))
             atomic_json(cached, m.to_dict())
         p = m.point()
-        trial.set_user_attr("recipe", recipe.to_dict())
-        trial.set_user_attr("digest", digest)
         trial.set_user_attr("measurement", m.to_dict())
         constraints = self.objective.constraints(p)
         trial.set_user_attr("constraints", constraints)
@@ -210,6 +218,23 @@ class Search:
         self.note(f"trial {trial.number}: {recipe.name} → {m.bytes:,} B, {m.latency_ms:.3f} ms, "
                   f"acc {m.accuracy:.4f}{'' if self.objective.feasible(p) else ' (infeasible)'}")
         return self._values(m)
+
+    def _invalid(self, trial: optuna.Trial, recipe: Recipe, error: str):
+        """A sampled recipe that cannot apply to this model (e.g. global pruning that would empty
+        a small layer) is a *completed, infeasible* trial with the worst score, not a failed one:
+        TPE ignores failed trials and would keep proposing the same region, while infeasible
+        trials teach it to move away. Recorded without a measurement, and cached by digest."""
+        trial.set_user_attr("error", error)
+        trial.set_user_attr("constraints", [INVALID_PENALTY] * len(CONSTRAINT_KEYS))
+        for key in CONSTRAINT_KEYS:
+            trial.set_constraint(key, INVALID_PENALTY)
+        trial.set_user_attr("feasible", False)
+        trial.set_user_attr("score", INVALID_SCORE)
+        self.note(f"trial {trial.number}: {recipe.name} is invalid for this model: {error}")
+        if self.cfg.sampler == "nsga2":
+            return 0.0, float(self.baseline.bytes) * INVALID_PENALTY, \
+                self.baseline.latency_ms * INVALID_PENALTY
+        return INVALID_SCORE
 
     def completed(self) -> list[optuna.trial.FrozenTrial]:
         return [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
@@ -266,8 +291,13 @@ class Search:
         return result
 
     def _budget_error(self, trials) -> BudgetError:
-        if not trials:
-            return BudgetError("no trial completed; nothing to compare with the budget")
+        measured = [t for t in trials if t.user_attrs.get("measurement")]
+        if not measured:
+            errors = sorted({t.user_attrs["error"] for t in trials if t.user_attrs.get("error")})
+            return BudgetError("no trial completed; nothing to compare with the budget" +
+                               (f" (every proposed recipe was invalid for this model, e.g. "
+                                f"{errors[0]})" if errors else ""))
+        trials = measured
         def dist(t):
             return self.objective.distance(Point(**{k: t.user_attrs["measurement"][k] for k in
                                                     ("bytes", "latency_ms", "energy_mj",

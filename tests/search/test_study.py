@@ -143,3 +143,30 @@ def test_kill_minus_nine_then_resume_loses_and_recomputes_nothing(small_mlp, tmp
         assert after[number] == digest
     assert len(calls) <= 8 - len(before)  # nothing completed was recomputed
     assert not set(calls) & set(before.values())
+
+
+def test_recipe_invalid_for_the_model_is_an_infeasible_trial(small_mlp, digits, tmp_path,
+                                                             monkeypatch):
+    """A recipe the model cannot take (a ConfigError from a technique) completes as an
+    infeasible trial with the worst score, so TPE learns from it; rerunning reuses it."""
+    calls = []
+    real = Search.evaluate_recipe
+
+    def flaky(self, recipe, folder, **kw):
+        calls.append(recipe.digest())
+        if len(calls) == 1:
+            raise ConfigError("global connection pruning would remove every weight of 'fc2'")
+        return real(self, recipe, folder, **kw)
+
+    monkeypatch.setattr(Search, "evaluate_recipe", flaky)
+    budget = Budget(max_bytes=64, min_accuracy=0.99, runtime="torch")
+    s = Search(small_mlp, digits, budget, out_dir=tmp_path, config=_cfg(trials=3))
+    s.run_trials()
+    done = s.completed()
+    assert len(done) == 3 and not s.study.get_trials(states=(TrialState.FAIL,))
+    bad = [t for t in done if t.user_attrs.get("error")]
+    assert len(bad) == 1 and bad[0].value == -10.0 and bad[0].user_attrs["feasible"] is False
+    assert "measurement" not in bad[0].user_attrs
+    assert (tmp_path / "trials" / bad[0].user_attrs["digest"] / "error.json").is_file()
+    err = s._budget_error(done)                      # the closest point ignores invalid trials
+    assert err.closest["trial"] != bad[0].number
