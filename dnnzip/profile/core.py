@@ -89,6 +89,8 @@ def _example(model: nn.Module, data: Any, example: Any) -> Any:
         return example
     if data is not None:
         return data.example_input(1)
+    if callable(getattr(model, "example_input", None)):  # e.g. token ids for zoo minilm
+        return model.example_input(1)
     ref = getattr(model, "_dnnzip_ref", None)
     if isinstance(ref, dict) and "zoo" in ref:
         from dnnzip import zoo

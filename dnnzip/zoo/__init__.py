@@ -16,7 +16,7 @@ from typing import Any, Callable
 from torch import nn
 
 from dnnzip.errors import ConfigError
-from dnnzip.zoo import lenet, mlp, mobilenet, resnet, sequence, shufflenet, vgg
+from dnnzip.zoo import lenet, minilm, mlp, mobilenet, resnet, sequence, shufflenet, vgg
 
 __all__ = ["build", "from_ref", "info", "names", "options", "register"]
 
@@ -127,8 +127,10 @@ def info(name: str) -> dict[str, Any]:
     """Description, default input shape (one sample), suggested dataset, options, and the
     parameter count of the default model."""
     entry = _entry(name)
-    if name not in _PARAMS:
-        _PARAMS[name] = sum(p.numel() for p in entry.fn().parameters())
+    if name not in _PARAMS:  # on the meta device: no weights are read or allocated
+        import torch
+        with torch.device("meta"):
+            _PARAMS[name] = sum(p.numel() for p in entry.fn().parameters())
     return {"name": name, "description": entry.description,
             "input_shape": list(entry.input_shape), "dataset": entry.dataset,
             "options": options(name), "params": _PARAMS[name]}
@@ -160,3 +162,6 @@ for _name, _fn, _shape, _data, _desc in [
 ]:
     register(_name, description=_desc, input_shape=_shape, dataset=_data)(_fn)
 del _name, _fn, _shape, _data, _desc
+register("minilm", input_shape=(128,), dataset="text:PATH",
+         description="all-MiniLM-L6-v2 sentence encoder (BERT-style: 6 layers, 12 heads, hidden "
+                     "384, FFN 1536, mean pooling); token ids (N, L) in")(minilm.minilm)
