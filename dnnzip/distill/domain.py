@@ -64,6 +64,11 @@ class ShiftedDataset(Dataset):
 
     def __getitem__(self, i: int):
         x, y = self.base[i][:2]
+        if isinstance(x, torch.Tensor) and not torch.is_floating_point(x):
+            raise DataError("distill.domain's built-in shifts (rotate, noise, invert) act on "
+                            f"float features; this dataset gives {x.dtype} inputs (e.g. token "
+                            "ids). Pass the shifted target domain yourself as "
+                            "ctx.extra['target_data'].")
         x = torch.as_tensor(x, dtype=torch.float32)
         if self.kind == "rotate":
             x = rotate(x, self.severity)

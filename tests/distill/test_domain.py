@@ -61,3 +61,13 @@ def test_unlabelled_target_uses_soft_targets_only(digits):
     out = registry.apply("distill.domain", mlp(), {"shift": "noise", "target_labels": False}, ctx)
     assert ctx.extra["distill"]["distill.domain"]["extra"]["target"] == "digits+noise"
     assert out(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_builtin_shift_refuses_integer_inputs():
+    import torch
+    from torch.utils.data import TensorDataset
+    from dnnzip.distill.domain import ShiftedDataset
+    from dnnzip.errors import DataError
+    ids = TensorDataset(torch.randint(0, 100, (4, 8)), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(DataError, match="target_data"):
+        ShiftedDataset(ids, "noise", 0.1)[0]
