@@ -4,7 +4,9 @@ For each model: train fp32 (few epochs), export fp32 ONNX, then compare on the s
 and the same calibration samples: dnnzip quant.int8 (min-max / percentile / MSE calibration, and
 QAT), ONNX Runtime's ``quantize_static`` with its defaults, and NNCF's ``nncf.quantize`` (ONNX
 backend, defaults). Reports ORT accuracy, SQNR of the logits vs fp32, ORT latency (batch 1,
-1 thread, median of repeats), ONNX file bytes, and which integer kernels ORT runs.
+1 thread, median of repeats), ONNX file bytes, the bytes of dnnzip's own ``.dnz`` artifact
+(``dnnzip.artifact.pack``, default lossless encodings; fp32 row: the trained float model), and
+which integer kernels ORT runs.
 
     .venv/bin/python benchmarks/quant_int8.py --quick
 """
@@ -23,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 torch.set_num_threads(1)
 
 from dnnzip import registry, zoo  # noqa: E402
+from dnnzip.artifact import pack  # noqa: E402
 from dnnzip.data import load_data  # noqa: E402
 from dnnzip.quant import onnx_qdq  # noqa: E402
 from dnnzip.registry import Context  # noqa: E402
@@ -108,7 +111,8 @@ def run(name, data, args, tmp, rows):
     size32 = os.path.getsize(fp32)
     start = len(rows)
     paths = [fp32]
-    rows.append((name, "fp32 (ORT)", acc32, float("inf"), lat32, size32, "-"))
+    rows.append((name, "fp32 (ORT)", acc32, float("inf"), lat32, size32, "-",
+                 pack(model, os.path.join(tmp, f"{name}_fp32.dnz"))))
     calib_ds = torch.utils.data.TensorDataset(torch.from_numpy(calib_x), torch.zeros(len(calib_x)))
     variants = [("dnnzip PTQ minmax", dict(calibration="minmax")),
                 ("dnnzip PTQ percentile", dict(calibration="percentile")),
@@ -123,20 +127,22 @@ def run(name, data, args, tmp, rows):
         acc, logits, lat = ort_eval(path, x, y, args.repeats)
         paths.append(path)
         rows.append((name, label, acc, sqnr(ref, logits), lat, info.bytes,
-                     ",".join(f"{k}x{v}" for k, v in info.int8_ops.items())))
+                     ",".join(f"{k}x{v}" for k, v in info.int8_ops.items()),
+                     pack(q, path[:-len(".onnx")] + ".dnz")))
     for label, fn in (("ORT quantize_static", ort_static), ("NNCF quantize", nncf_quantize)):
         path = os.path.join(tmp, f"{name}_{label.split()[0]}.onnx")
         try:
             fn(fp32, path, calib_x)
         except Exception as exc:  # report, don't hide
-            rows.append((name, label, float("nan"), float("nan"), float("nan"), 0, f"failed: {exc}"))
+            rows.append((name, label, float("nan"), float("nan"), float("nan"), 0, f"failed: {exc}",
+                         0))
             continue
         acc, logits, lat = ort_eval(path, x, y, args.repeats)
         paths.append(path)
         kernels = {k: v for k, v in onnx_qdq.runtime_op_types(path).items()
                    if k in onnx_qdq.INT8_KERNELS}
         rows.append((name, label, acc, sqnr(ref, logits), lat, os.path.getsize(path),
-                     ",".join(f"{k}x{v}" for k, v in kernels.items())))
+                     ",".join(f"{k}x{v}" for k, v in kernels.items()), 0))
     del calib_ds
     lat = time_round_robin(paths, x[:1], args.repeats)
     ok = [i for i in range(start, len(rows)) if rows[i][5]]
@@ -161,11 +167,15 @@ def main():
         for name in args.models.split(","):
             run(name, data, args, tmp, rows)
             print("| model | method | ORT acc | SQNR dB | ORT ms (b1, 1 thr) | ONNX bytes | "
-                  "int8 kernels |")
-            print("|---|---|---|---|---|---|---|")
+                  ".dnz bytes | int8 kernels |")
+            print("|---|---|---|---|---|---|---|---|")
             for r in rows:
                 print(f"| {r[0]} | {r[1]} | {r[2]:.4f} | {r[3]:.1f} | {r[4]:.3f} | {r[5]} | "
-                      f"{r[6]} |", flush=True)
+                      f"{r[7] or '-'} | {r[6]} |", flush=True)
+            for r in rows[1:]:
+                if r[5]:
+                    dnz = f", .dnz {rows[0][7] / r[7]:.3f}x" if r[7] else ""
+                    print(f"{r[0]} {r[1]}: fp32 / int8 bytes: ONNX {rows[0][5] / r[5]:.3f}x{dnz}")
             rows.clear()
 
 

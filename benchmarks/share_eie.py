@@ -2,9 +2,9 @@
 
 Loads the final ``.dnz`` of ``benchmarks/share_deep_compression.py`` (pruned + k-means shared
 LeNet-300-100), feeds real Fashion-MNIST test images, and times each fc layer on its real input
-activations (ReLU-sparse after fc1): ``EIELinear`` (CSC, codebook decode, zero-activation skipping,
-numpy), dense numpy ``x @ W.T``, dense torch ``F.linear`` and torch CSR sparse ``mm`` (the PyPI
-peer in the same process). Outputs are checked equal within 1e-4; memory is the representation's
+activations (ReLU-sparse after fc1): ``EIELinear`` (CSC, codebook decode, zero-activation skipping)
+with its C kernel (``dnnzip/kernels/eie.c``) and its numpy path, dense numpy ``x @ W.T``, dense
+torch ``F.linear`` and torch CSR sparse ``mm`` (the PyPI peer in the same process). Outputs are checked equal within 1e-4; memory is the representation's
 bytes (EIE at 4-bit relative indices + b-bit codes vs fp32 dense vs CSR fp32/int32).
 
     .venv/bin/python benchmarks/share_eie.py --quick
@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from dnnzip import kernels  # noqa: E402
 from dnnzip.artifact import unpack  # noqa: E402
 from dnnzip.data import load_data  # noqa: E402
 from dnnzip.share.eie import EIELinear  # noqa: E402
@@ -57,9 +58,12 @@ def main() -> None:
     model = unpack(args.artifact)
     data = load_data("fashion-mnist", seed=0, limit=1000)
     x_all = torch.stack([data.test[i][0] for i in range(max(args.batch))]).flatten(1)
-    print(f"| layer | batch | nnz / size | input zeros | EIE ms | numpy dense ms | torch dense ms "
-          f"| torch CSR ms | EIE B | dense fp32 B | CSR B | max abs diff |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if kernels.load("eie") is None:
+        raise SystemExit(f"the EIE C kernel is unavailable: {kernels.why('eie')}")
+    print(f"| layer | batch | nnz / size | input zeros | EIE C ms | EIE numpy ms | numpy dense ms "
+          f"| torch dense ms | torch CSR ms | C vs torch dense | EIE B | dense fp32 B | CSR B "
+          f"| max abs diff (C, numpy) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for b in args.batch:
         h = x_all[:b]
         for name in ("fc1", "fc2", "fc3"):
@@ -72,16 +76,19 @@ def main() -> None:
                 warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
                 csr = layer.weight.detach().to_sparse_csr()
             ref = F.linear(h, layer.weight, layer.bias).detach()
-            diff = float(np.abs(eie(hn) - ref.numpy()).max())
-            t_eie = median_time(lambda: eie(hn), repeats)
+            diff_c = float(np.abs(eie(hn, backend="c") - ref.numpy()).max())
+            diff = float(np.abs(eie(hn, backend="numpy") - ref.numpy()).max())
+            t_c = median_time(lambda: eie(hn, backend="c"), repeats)
+            t_eie = median_time(lambda: eie(hn, backend="numpy"), repeats)
             t_np = median_time(lambda: hn @ w.T + bias, repeats)
             with torch.no_grad():
                 t_t = median_time(lambda: F.linear(h, layer.weight, layer.bias), repeats)
                 t_csr = median_time(lambda: torch.sparse.mm(csr, h.T).T + layer.bias, repeats)
             csr_b = eie.nnz * 8 + 4 * (layer.out_features + 1)
             print(f"| {name} | {b} | {eie.nnz:,} / {w.size:,} | {float((hn == 0).mean()):.0%} | "
-                  f"{1e3 * t_eie:.3f} | {1e3 * t_np:.3f} | {1e3 * t_t:.3f} | {1e3 * t_csr:.3f} | "
-                  f"{eie.memory_bytes():,} | {4 * w.size:,} | {csr_b:,} | {diff:.1e} |")
+                  f"{1e3 * t_c:.3f} | {1e3 * t_eie:.3f} | {1e3 * t_np:.3f} | {1e3 * t_t:.3f} | "
+                  f"{1e3 * t_csr:.3f} | {t_t / t_c:.2f}x | {eie.memory_bytes():,} | "
+                  f"{4 * w.size:,} | {csr_b:,} | {diff_c:.1e}, {diff:.1e} |", flush=True)
             h = torch.relu(ref)
 
 

@@ -9,7 +9,11 @@ Every coded stream is self-describing given its JSON meta:
 
 - ``ans``: the exact symbol counts up to the last present symbol (``table`` LEB128 varints)
   followed by the ``constriction`` AnsCoder words (uint32 LE). The categorical model is rebuilt
-  from the counts, so encoder and decoder use bit-identical models.
+  from the counts, so encoder and decoder use bit-identical models. Decoding runs in the C
+  kernel ``dnnzip/kernels/ans.c`` when a compiler is available: the same rANS steps and the same
+  24-bit CDF (``ans_cdf``), so it returns constriction's symbols and verdicts bit for bit, with a
+  bucketed symbol search instead of constriction's binary search (about 2x the throughput);
+  without a compiler, constriction decodes.
 - ``huffman``: the code lengths up to the last present symbol (``table`` entries, 5 bits each,
   0 = absent), then ``lanes`` lane lengths in bits (varints, minus ``lane_base``), then the bits,
   MSB first. Symbol ``i`` lives in lane ``i % lanes``;
@@ -24,6 +28,7 @@ or tensor name; the container adds both.
 """
 from __future__ import annotations
 
+import ctypes
 import heapq
 import math
 
@@ -34,6 +39,7 @@ from dnnzip.errors import FormatError
 CODERS = ("ans", "huffman", "none")
 MAX_HUFFMAN_LEN = 16
 MAX_ALPHABET = 1 << 16
+ANS_PRECISION = 24  # constriction's default Categorical model
 _INVALID_STEP = 1 << 40  # a Huffman table miss pushes a lane far past its end
 
 
@@ -157,6 +163,10 @@ def _ans_decode(buf, meta: dict, count: int, alphabet: int) -> np.ndarray:
     if 32 * len(words) < bound - 64:
         raise FormatError(f"ANS stream holds {32 * len(words)} bits but its histogram needs at "
                           f"least {bound:.0f}; it is truncated")
+    out = _ans_decode_c(words, counts[present], None if len(present) == alphabet else present,
+                        count)
+    if out is not None:
+        return out
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         ranks = coder.decode(_ans_model(counts[present]), count)
@@ -165,6 +175,43 @@ def _ans_decode(buf, meta: dict, count: int, alphabet: int) -> np.ndarray:
     if not coder.is_empty():
         raise FormatError("ANS stream has data left after the last symbol; it is tampered")
     return ranks if len(present) == alphabet else present[ranks]
+
+
+def ans_cdf(counts_present: np.ndarray) -> np.ndarray:
+    """The 24-bit CDF of ``Categorical(counts, perfect=False)`` (constriction's
+    ``fast_quantized_cdf``): ``cdf[i] = floor(C_i * (2^24 - n) / total) + i`` with ``C_i`` the
+    counts before ``i``, then ``2^24``. Counts are integers, so every sum is exact and the one
+    product rounds as in Rust; the result is the model constriction builds, bit for bit."""
+    p = np.asarray(counts_present, dtype=np.float64)
+    n = len(p)
+    scale = float((1 << ANS_PRECISION) - n) / float(p.sum())
+    before = np.concatenate([[0.0], np.cumsum(p[:-1])])
+    cdf = (before * scale).astype(np.uint32) + np.arange(n, dtype=np.uint32)
+    return np.concatenate([cdf, np.array([1 << ANS_PRECISION], dtype=np.uint32)])
+
+
+def _ans_decode_c(words: np.ndarray, counts_present: np.ndarray, symbol_map, count: int):
+    """Decode with the C kernel (``dnnzip/kernels/ans.c``); None when C is unavailable."""
+    from dnnzip import kernels
+
+    lib = kernels.load("ans")
+    if lib is None or not 2 <= len(counts_present) < (1 << ANS_PRECISION) - 1:
+        return None
+    cdf = ans_cdf(counts_present)
+    out = np.empty(count, dtype=np.int64)
+    smap = None if symbol_map is None else np.ascontiguousarray(symbol_map, dtype=np.int64)
+    words = np.ascontiguousarray(words, dtype=np.uint32)
+    rc = lib.dz_ans_decode(kernels.ptr(words), ctypes.c_int64(len(words)), kernels.ptr(cdf),
+                           ctypes.c_int32(len(counts_present)),
+                           None if smap is None else kernels.ptr(smap), ctypes.c_int64(count),
+                           kernels.ptr(out))
+    if rc == -1:
+        raise FormatError("ANS stream is invalid: its last word is zero")
+    if rc == -2:
+        raise MemoryError("ANS decoder could not allocate its search table")
+    if rc != 0:
+        raise FormatError("ANS stream has data left after the last symbol; it is tampered")
+    return out
 
 
 # ----------------------------------------------------------------------------- Huffman

@@ -2,22 +2,34 @@
 
 Layout (safetensors): 8-byte little-endian header length ``N``, ``N`` bytes of JSON header, then
 the data. Every tensor is a 1-D ``U8`` byte stream named ``<state_dict key>/<local stream>``; the
-header's ``__metadata__["dnnzip"]`` holds the manifest::
+header's ``__metadata__`` holds the manifest::
 
-    {"format": "dnz", "version": 1, "dnnzip_version": "...",
+    {"format": "dnz", "version": 2, "dnnzip_version": "...",
      "model": {"zoo": name, "kwargs": {...}} | {"builder": "pkg.mod:fn", ...} | {"template": ...},
      "structure": dnnzip.nn.spec.describe(model),
      "tensors": {key: {"dtype", "shape", "encoding", "meta", "streams": [names]}},
      "checksums": {stream: crc32}, "meta": {...caller's free JSON...}}
 
+Version 2 (written now) stores that JSON zlib-compressed (level 9, with its Adler-32) and
+base85-encoded in a stub ``{"format": "dnz", "version": 2, "z": "<base85>"}`` under
+``__metadata__["dnnzip"]``, so that a version-1 reader refuses the file with its "newer than
+this dnnzip supports; upgrade" message (base85 needs no JSON escapes; one metadata key keeps
+the bytes deterministic, safetensors does not order several). A JSON string
+inside the JSON header escapes every quote; compressed, the manifest takes ~1.6 KB instead of
+~13 KB for a small CNN (the whole per-file overhead of the format, which decides the int8-vs-fp32
+size ratio of small models). Version 1 files (the plain manifest under ``"dnnzip"``) stay
+readable.
+
 Writing goes through ``safetensors.numpy.save`` (sorted names, deterministic JSON manifest) and
 an atomic replace. Reading does not trust the safetensors loader: the header is parsed here, like
 an adversary wrote it (capped size, strict JSON, overflow-free offsets that tile the data exactly,
-no trailing bytes, ``U8`` only), and the manifest is checked against the streams before a single
-tensor is decoded. Every failure is a ``FormatError`` naming the file and the key.
+no trailing bytes, ``U8`` only), the compressed manifest is inflated under a size cap, and the
+manifest is checked against the streams before a single tensor is decoded. Every failure is a
+``FormatError`` naming the file and the key.
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -32,7 +44,7 @@ from dnnzip.io import atomic_write  # noqa: F401  (re-exported)
 from dnnzip.errors import ConfigError, FormatError
 
 FORMAT = "dnz"
-VERSION = 1
+VERSION = 2
 MAX_HEADER = 16 << 20
 MAX_NDIM = 16
 MAX_NUMEL = (1 << 31) - 1
@@ -40,6 +52,8 @@ MAX_DECODED_BYTES = 4 << 30      # whatever the file size
 FREE_DECODED_BYTES = 64 << 20    # always allowed; beyond it, at most EXPANSION x the file size
 EXPANSION = 1024                 # > what 99 % sparsity + codebooks reach; stops zip bombs
 MANIFEST_KEY = "dnnzip"
+COMPRESSED_KEY = "z"             # version >= 2: the stub's field holding zlib + base85
+MAX_MANIFEST = 64 << 20          # inflated manifest cap (a 16 MB header could inflate 1000x)
 
 
 def dumps(obj: Any) -> str:
@@ -78,8 +92,67 @@ def write_container(path: str | os.PathLike, streams: dict[str, bytes], manifest
 
     manifest = dict(manifest, checksums={k: zlib.crc32(v) for k, v in streams.items()})
     arrays = {k: np.frombuffer(v, dtype=np.uint8) for k, v in sorted(streams.items())}
-    data = save(arrays, metadata={MANIFEST_KEY: dumps(manifest)})
+    data = save(arrays, metadata=manifest_metadata(manifest))
     return atomic_write(path, data)
+
+
+def manifest_metadata(manifest: dict) -> dict[str, str]:
+    """The safetensors ``__metadata__`` holding ``manifest``: plain JSON for version 1, else the
+    version stub with the compressed manifest (see the module docstring)."""
+    text = dumps(manifest)
+    if manifest.get("version", VERSION) < 2:
+        return {MANIFEST_KEY: text}
+    packed = base64.b85encode(zlib.compress(text.encode("ascii"), 9)).decode("ascii")
+    return {MANIFEST_KEY: dumps({"format": FORMAT, "version": manifest["version"],
+                                 COMPRESSED_KEY: packed})}
+
+
+def _inflate(text: str, where: str) -> str:
+    try:
+        raw = base64.b85decode(text)
+    except ValueError:
+        raise FormatError(f"{where}: the compressed manifest is not base85 text; the file is "
+                          "corrupt") from None
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(raw, MAX_MANIFEST + 1)
+    except zlib.error as exc:
+        raise FormatError(f"{where}: the compressed manifest does not inflate ({exc}); the "
+                          "file is corrupt or was tampered with") from None
+    if len(out) > MAX_MANIFEST or inflater.unconsumed_tail:
+        raise FormatError(f"{where}: the compressed manifest inflates to more than "
+                          f"{MAX_MANIFEST} bytes; refusing it")
+    if not inflater.eof or inflater.unused_data:
+        raise FormatError(f"{where}: the compressed manifest is truncated or has trailing "
+                          "bytes; the file is corrupt")
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{where}: the compressed manifest is not UTF-8") from None
+
+
+def manifest_from_metadata(metadata: dict[str, str], where: str) -> tuple[Any, bool]:
+    """(manifest, whether it was stored compressed); the manifest itself is not checked yet."""
+    if MANIFEST_KEY not in metadata:
+        raise FormatError(f"{where}: metadata has no {MANIFEST_KEY!r} key; this is a plain "
+                          "safetensors file, not a .dnz artifact")
+    key = f"{where}: metadata key {MANIFEST_KEY!r}"
+    head = strict_loads(metadata[MANIFEST_KEY], key)
+    if not isinstance(head, dict) or COMPRESSED_KEY not in head:
+        return head, False
+    if set(head) != {"format", "version", COMPRESSED_KEY} or head["format"] != FORMAT \
+            or not _is_int(head["version"]) or head["version"] < 2 \
+            or not isinstance(head[COMPRESSED_KEY], str):
+        raise FormatError(f"{key} must be the stub {{\"format\": \"dnz\", \"version\": >= 2, "
+                          f"\"{COMPRESSED_KEY}\": base85 text}}; got {metadata[MANIFEST_KEY][:80]!r}")
+    if head["version"] > VERSION:
+        raise FormatError(f"{where}: format version {head['version']} is newer than this dnnzip "
+                          f"supports ({VERSION}); upgrade dnnzip to read it")
+    manifest = strict_loads(_inflate(head[COMPRESSED_KEY], where), f"{key} (inflated)")
+    if isinstance(manifest, dict) and manifest.get("version") != head["version"]:
+        raise FormatError(f"{where}: the compressed manifest says version "
+                          f"{manifest.get('version')!r}, its stub says {head['version']}")
+    return manifest, True
 
 
 def _is_int(v: Any) -> bool:
@@ -143,7 +216,8 @@ def parse_container(buf: bytes | memoryview, where: str) -> tuple[dict, dict[str
     return metadata, {key: buf[base + s:base + e] for s, e, key in spans}
 
 
-def check_manifest(manifest: Any, sizes: dict[str, int], where: str, file_size: int = 0) -> dict:
+def check_manifest(manifest: Any, sizes: dict[str, int], where: str, file_size: int = 0,
+                   compressed: bool | None = None) -> dict:
     """Validate the manifest schema against the stream sizes; returns it unchanged.
 
     The decoded size is capped before anything is decoded: at most ``MAX_DECODED_BYTES``, and
@@ -162,6 +236,10 @@ def check_manifest(manifest: Any, sizes: dict[str, int], where: str, file_size: 
     if version > VERSION:
         raise FormatError(f"{where}: format version {version} is newer than this dnnzip "
                           f"supports ({VERSION}); upgrade dnnzip to read it")
+    if compressed is not None and compressed != (version >= 2):
+        raise FormatError(f"{where}: a version-{version} manifest must be stored "
+                          f"{'compressed' if version >= 2 else 'plain'}; the file is damaged or "
+                          "was written by another dnnzip: upgrade dnnzip or re-pack the model")
     for key, kind in (("model", dict), ("structure", dict), ("tensors", dict), ("meta", dict),
                       ("checksums", dict), ("dnnzip_version", str)):
         if not isinstance(manifest.get(key), kind):
@@ -238,11 +316,9 @@ def read_container(path: str | os.PathLike) -> tuple[dict, dict[str, memoryview]
     except OSError as exc:
         raise FormatError(f"{where}: cannot read the artifact: {exc.strerror or exc}") from None
     metadata, streams = parse_container(data, where)
-    if MANIFEST_KEY not in metadata:
-        raise FormatError(f"{where}: metadata has no {MANIFEST_KEY!r} key; this is a plain "
-                          "safetensors file, not a .dnz artifact")
-    manifest = strict_loads(metadata[MANIFEST_KEY], f"{where}: metadata key {MANIFEST_KEY!r}")
-    check_manifest(manifest, {k: len(v) for k, v in streams.items()}, where, len(data))
+    manifest, compressed = manifest_from_metadata(metadata, where)
+    check_manifest(manifest, {k: len(v) for k, v in streams.items()}, where, len(data),
+                   compressed)
     for k, v in streams.items():
         if zlib.crc32(v) != manifest["checksums"][k]:
             raise FormatError(f"{where}: stream {k!r} fails its CRC-32 check; the file is "

@@ -102,3 +102,84 @@ def test_meta_lies_are_refused():
                 {"table": 9}, {"table": -1}):
         with pytest.raises(FormatError):
             coding.decode_symbols(stream, {**meta, **bad}, count=8)
+
+
+# --------------------------------------------------------------- C decoder == constriction
+def _constriction_decode(words, counts_present, count):
+    import constriction
+
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        out = coder.decode(coding._ans_model(counts_present), count)
+    except ValueError:
+        return "invalid", None
+    return ("empty" if coder.is_empty() else "left"), out
+
+
+def _c_decode(words, counts_present, count):
+    try:
+        return "empty", coding._ans_decode_c(words, counts_present, None, count)
+    except FormatError as exc:
+        return ("invalid" if "last word" in str(exc) else "left"), None
+
+
+needs_c = pytest.mark.skipif(__import__("dnnzip.kernels").kernels.load("ans") is None,
+                             reason="no C compiler")
+
+
+@needs_c
+@settings(max_examples=150, deadline=None)
+@given(alphabet=st.sampled_from([2, 3, 17, 256, 4096, 65536]), n=st.integers(1, 3000),
+       skew=st.floats(0.01, 0.99), seed=st.integers(0, 2 ** 31))
+def test_c_ans_decoder_matches_constriction_bit_for_bit(alphabet, n, skew, seed):
+    rng = np.random.default_rng(seed)
+    symbols = np.minimum(rng.geometric(skew, n) - 1, alphabet - 1)
+    symbols = np.where(rng.random(n) < 0.05, rng.integers(0, alphabet, n), symbols)
+    counts = np.bincount(symbols, minlength=alphabet)
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        return
+    assert np.array_equal(coding.ans_cdf(counts[present])[[0, -1]], [0, 1 << 24])
+    stream, meta = coding.encode_symbols(symbols, alphabet=alphabet, coder="ans", bits=16)
+    words = np.frombuffer(stream, dtype="<u4",
+                          offset=coding.unpack_varints(stream, meta["table"])[1]).copy()
+    ranks = coding._ans_decode_c(words, counts[present], None, n)
+    assert np.array_equal(present[ranks], symbols)
+    # damaged words and wrong counts: same verdict and, where both decode, the same symbols
+    for damage in range(4):
+        w = words.copy()
+        if damage == 0:
+            w = w[:-1]
+        elif damage == 1:
+            w[rng.integers(len(w))] ^= np.uint32(1 << int(rng.integers(32)))
+        elif damage == 2:
+            w = w[1:]
+        ref, got = _constriction_decode(w, counts[present], n), _c_decode(w, counts[present], n)
+        assert ref[0] == got[0]
+        if got[1] is not None:
+            assert np.array_equal(ref[1], got[1])
+
+
+def test_ans_decodes_without_c(monkeypatch):
+    from dnnzip import kernels
+
+    symbols = np.random.default_rng(0).integers(0, 5, 2000)
+    stream, meta = coding.encode_symbols(symbols, alphabet=5, coder="ans", bits=3)
+    monkeypatch.setenv("DNNZIP_NO_C", "1")
+    assert kernels.load("ans") is None and "DNNZIP_NO_C" in kernels.why("ans")
+    assert coding._ans_decode_c(np.ones(3, dtype=np.uint32), np.array([1, 1]), None, 2) is None
+    assert np.array_equal(coding.decode_symbols(stream, meta, count=2000), symbols)
+
+
+@pytest.mark.parametrize("cc", ["/nonexistent/cc", "false"])
+def test_kernel_loader_falls_back_when_it_cannot_compile(tmp_path, monkeypatch, cc):
+    from dnnzip import kernels
+
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setenv("DNNZIP_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", cc)
+    assert kernels.load("ans") is None and kernels.why("ans")
+    symbols = np.arange(300) % 7
+    stream, meta = coding.encode_symbols(symbols, alphabet=7, coder="ans", bits=3)
+    assert np.array_equal(coding.decode_symbols(stream, meta, count=300), symbols)
+    assert not list(tmp_path.glob("*.so"))  # no half-built library left behind

@@ -1,4 +1,5 @@
 """The container reader, fed malformed and random files: FormatError or a valid model, always."""
+import base64
 import functools
 import json
 import sys
@@ -17,9 +18,33 @@ from dnnzip.errors import FormatError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "artifact"
 sys.path.insert(0, str(FIXTURES))
-from make_fixtures import template, with_manifest  # noqa: E402
+from make_fixtures import join, split, template  # noqa: E402
 
 CASES = json.loads((FIXTURES / "cases.json").read_text())
+
+
+def with_manifest(data: bytes, edit, streams_edit=None) -> bytes:
+    """Apply ``edit(manifest)`` (and ``streams_edit(dict name->bytes)``), re-checksummed; keeps
+    the file's manifest form (plain version 1 or compressed version 2) whatever the edit did."""
+    _, streams = fmt.parse_container(data, "fixture")
+    streams = {k: bytes(v) for k, v in streams.items()}
+    header, _ = split(data)
+    manifest, compressed = fmt.manifest_from_metadata(header["__metadata__"], "fixture")
+    if streams_edit:
+        streams_edit(streams)
+    edit(manifest)
+    manifest["checksums"] = {k: zlib.crc32(v) for k, v in streams.items()}
+    text = fmt.dumps(manifest)
+    meta = {fmt.MANIFEST_KEY: text}
+    if compressed:
+        meta = {fmt.MANIFEST_KEY: fmt.dumps({"format": "dnz", "version": 2, "z": _z(text)})}
+    new_header, body, offset = {"__metadata__": meta}, b"", 0
+    for name in sorted(streams):
+        new_header[name] = {"dtype": "U8", "shape": [len(streams[name])],
+                            "data_offsets": [offset, offset + len(streams[name])]}
+        body += streams[name]
+        offset += len(streams[name])
+    return join(new_header, body)
 
 
 def test_valid_fixture_loads():
@@ -58,7 +83,7 @@ def test_manifest_is_readable_and_checked(tmp_path):
     pack(template(), path, ref={"template": "t"}, meta={"recipe": "x"},
          encodings={"0.weight": ("codebook", {"coder": "ans"})})
     m = read_manifest(path)
-    assert m["format"] == "dnz" and m["version"] == 1 and m["meta"] == {"recipe": "x"}
+    assert m["format"] == "dnz" and m["version"] == 2 and m["meta"] == {"recipe": "x"}
     entry = m["tensors"]["0.weight"]
     assert entry["encoding"] == "codebook" and entry["streams"] == ["0.weight/codebook",
                                                                     "0.weight/indices"]
@@ -203,3 +228,104 @@ def test_small_file_cannot_claim_gigabytes_of_zeros(tmp_path):
     path.write_bytes(bomb)  # 2 GiB of float32 zeros claimed by a ~1 KB file
     with pytest.raises(FormatError, match="refusing to allocate"):
         read_manifest(path)
+
+
+# --------------------------------------------------------------- version 2: compressed manifest
+def _z(text: str | bytes) -> str:
+    return base64.b85encode(zlib.compress(text.encode() if isinstance(text, str) else text,
+                                          9)).decode()
+
+
+def _header(path):
+    data = Path(path).read_bytes()
+    return split(data)
+
+
+def _rewrite(path, meta):
+    header, body = _header(path)
+    header["__metadata__"] = meta
+    Path(path).write_bytes(join(header, body))
+
+
+def _stub(path):
+    return json.loads(_header(path)[0]["__metadata__"][fmt.MANIFEST_KEY])
+
+
+def test_v2_manifest_is_compressed_and_much_smaller(tmp_path):
+    path = tmp_path / "v2.dnz"
+    pack(template(), path, ref={"template": "t"}, meta={"recipe": "x" * 20})
+    meta = _header(path)[0]["__metadata__"]
+    stub = _stub(path)
+    assert set(meta) == {"dnnzip"} and set(stub) == {"format", "version", "z"}
+    assert stub["version"] == 2
+    manifest, compressed = fmt.manifest_from_metadata(meta, "'x'")
+    assert compressed and manifest == read_manifest(path)
+    assert len(meta["dnnzip"]) < 0.6 * len(json.dumps(fmt.dumps(manifest)))
+
+
+def test_old_readers_ask_for_an_upgrade(tmp_path, monkeypatch):
+    path = tmp_path / "v2.dnz"
+    pack(template(), path, ref={"template": "t"})
+    monkeypatch.setattr(fmt, "VERSION", 1)
+    with pytest.raises(FormatError, match="upgrade"):  # what a version-1 reader checks first
+        fmt.check_manifest(_stub(path), {}, "'x'")
+    with pytest.raises(FormatError, match=r"newer than this dnnzip supports \(1\); upgrade"):
+        read_manifest(path)
+
+
+def _stub_edit(**fields):
+    def edit(stub):
+        stub.update(fields)
+        return stub
+    return edit
+
+
+def _v1_manifest(version):
+    return fmt.dumps(dict(read_manifest(FIXTURES / "valid.dnz"), version=version))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: dict(s, z=s["z"][:-7]), "inflate|truncated"),
+    (lambda s: dict(s, z='\\' + s["z"][1:]), "base85"),
+    (lambda s: dict(s, z=_z(zlib.compress(b"{}")[:0] + b'{"a":1}') + "00000"), "inflate|trailing"),
+    (lambda s: dict(s, z=base64.b85encode(zlib.compress(b'{"a":1}') + b"xx").decode()), "trailing"),
+    (lambda s: dict(s, z=_z(b"\xff\xfe")), "UTF-8"),
+    (lambda s: dict(s, version=3), "newer.*upgrade"),
+    (lambda s: dict(s, version=1), "stub"),
+    (lambda s: dict(s, version=True), "stub"),
+    (lambda s: dict(s, extra=1), "stub"),
+    (lambda s: dict(s, z=7), "stub"),
+    (lambda s: json.loads(_v1_manifest(2)), "upgrade"),
+    (lambda s: dict(s, z=_z(_v1_manifest(1))), "says version 1"),
+    (lambda s: dict(s, z=_z("[1, 2]")), "must be a JSON object"),
+])
+def test_compressed_manifest_damage_is_a_format_error(tmp_path, damage, message):
+    path = tmp_path / "d.dnz"
+    pack(template(), path, ref={"template": "t"})
+    _rewrite(path, {"dnnzip": json.dumps(damage(_stub(path)))})
+    with pytest.raises(FormatError, match=message):
+        unpack(path, template=template())
+
+
+def test_inflated_manifest_is_capped(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.dnz"
+    pack(template(), path, ref={"template": "t"})
+    _rewrite(path, {"dnnzip": json.dumps(dict(_stub(path), z=_z(b" " * (1 << 20))))})
+    monkeypatch.setattr(fmt, "MAX_MANIFEST", 1 << 16)
+    with pytest.raises(FormatError, match="inflates to more than"):
+        read_manifest(path)
+
+
+def test_version_1_files_stay_readable(tmp_path, monkeypatch):
+    path = tmp_path / "v1.dnz"
+    monkeypatch.setattr(fmt, "VERSION", 1)  # what dnnzip wrote before version 2
+    pack(template(), path, ref={"template": "t"}, meta={"old": True})
+    monkeypatch.undo()
+    plain = json.loads(split(path.read_bytes())[0]["__metadata__"][fmt.MANIFEST_KEY])
+    assert plain["version"] == 1 and "tensors" in plain
+    assert read_manifest(path) == plain
+    model = unpack(path, template=template())
+    for k, v in template().state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+    path.write_bytes(with_manifest(path.read_bytes(), lambda m: m["meta"].update(edited=True)))
+    assert read_manifest(path)["meta"] == {"old": True, "edited": True}
