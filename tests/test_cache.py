@@ -71,6 +71,11 @@ def test_stream_evaluation_reports_hits_and_accuracy():
     ex = evaluate_stream(model, noisy, mode="exact")
     assert sim["hit_rate"] > ex["hit_rate"]
     assert {"latency_ms", "cached_latency_ms", "saved_ms"} <= set(sim)
+    two = evaluate_stream(model, noisy, mode="similar", threshold=0.9, rounds=2)
+    assert two["hit_rate"] == sim["hit_rate"]  # a fresh cache per round: same hits each time
+    assert two["saved_total_ms"] == pytest.approx(two["total_ms"] - two["cached_total_ms"])
+    assert two["saved_ms"] == pytest.approx(two["saved_total_ms"] / 60)
+    assert two["hit_latency_ms"] < two["miss_latency_ms"]  # a hit skips the model
 
 
 def test_bad_inputs_are_named_errors():
@@ -83,3 +88,5 @@ def test_bad_inputs_are_named_errors():
         InferenceCache(model, mode="similar", threshold=2.0)
     with pytest.raises(DataError):
         repetitive_stream([], 5)
+    with pytest.raises(ConfigError, match="rounds"):
+        evaluate_stream(model, [(torch.zeros(1, 8, 8), 0)], rounds=0)
