@@ -3,7 +3,8 @@
 Each ``weight_ih_l{k}[_reverse]`` / ``weight_hh_l{k}[_reverse]`` named in ``ranks`` is held as two
 parameters ``<name>_a (rows x r)`` and ``<name>_b (r x cols)``; all other tensors (biases, LSTM
 projections, unfactored matrices) stay dense parameters under their torch names. ``forward``
-recomposes the gate matrices (cost rows*r*cols once per call, not per time step) and runs
+recomposes the gate matrices (cost rows*r*cols once per call, not per time step; cached at
+inference under ``no_grad``) and runs
 torch's fused RNN kernel through ``torch.func.functional_call`` on a weightless template, so the
 storage gain S_g is realised exactly and results match ``nn.GRU``/``nn.LSTM`` run on the
 recomposed weights. (A per-step factored recurrence would also realise C_g but is slower than
@@ -57,7 +58,19 @@ class LowRankRNN(nn.Module):
         return {**self._kw, "ranks": dict(self.ranks)}
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """The full (recomposed) torch-named RNN weights."""
+        """The full (recomposed) torch-named RNN weights. Under ``torch.no_grad()`` (inference)
+        the recomposition is cached until a factor changes (tracked by the tensors' version
+        counters), so repeated calls pay only the recurrence."""
+        if torch.is_grad_enabled():
+            return self._recompose()
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters(recurse=False))
+        cached = self.__dict__.get("_weights_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self._recompose())
+            self.__dict__["_weights_cache"] = cached
+        return cached[1]
+
+    def _recompose(self) -> dict[str, torch.Tensor]:
         out = {}
         for name in self._template._flat_weights_names:
             if name in self.ranks:

@@ -25,6 +25,8 @@ Conventions (all figures are *counted*, per sample: totals are divided by the ba
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -174,6 +176,17 @@ def _rnn_macs(module: nn.RNNBase, x: Any) -> tuple[int, float]:
     return dense, eff
 
 
+def _template_rnn_macs(template: nn.RNNBase, x: Any) -> tuple[int, float]:
+    """A module that runs a weightless ``nn.GRU``/``nn.LSTM`` template on weights it computes
+    (``quant.QuantRNN`` dequantizes codes, ``factor.LowRankGRU`` recomposes factors; the
+    recomposition matmuls are counted as their own inner ops): the recurrence costs what the
+    template's dense weights cost, per time step."""
+    steps = _rnn_steps(template, x)
+    dense = steps * sum(math.prod(getattr(template, n).shape)
+                        for n in template._flat_weights_names if n.startswith("weight_"))
+    return dense, float(dense)
+
+
 def _mha_macs(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> tuple[int, float]:
     names = ("query", "key", "value")
     q, k, v = (args[i] if i < len(args) else kwargs.get(n) for i, n in enumerate(names))
@@ -250,6 +263,8 @@ def _event_count(ev: Event) -> tuple[int, float, int, nn.Module | None]:
             d, e = _macs_of_weight(out.numel() // max(1, m.out_features), w)
         elif isinstance(m, nn.RNNBase):
             d, e = _rnn_macs(m, x)
+        elif isinstance(getattr(m, "_template", None), nn.RNNBase):
+            d, e = _template_rnn_macs(m._template, x)
         elif isinstance(m, nn.MultiheadAttention):
             d, e = _mha_macs(m, ev.args, ev.kwargs)
         else:

@@ -157,3 +157,24 @@ def test_zoo_gru_factored_survives_artifact(tmp_path):
     again = unpack(tmp_path / "g.dnz")
     x = torch.randn(3, 1, 40)
     assert torch.equal(again(x), out(x))
+
+
+def test_low_rank_gru_caches_recomposition_at_inference_only():
+    import torch
+    from torch import nn
+    from dnnzip.factor.lowrank_rnn import from_rnn
+    torch.manual_seed(0)
+    low = from_rnn(nn.GRU(5, 8, batch_first=True), {"weight_ih_l0": 3}).eval()
+    x = torch.randn(2, 4, 5)
+    with torch.no_grad():
+        a = low(x)[0]
+        w1 = low.weights()["weight_ih_l0"]
+        assert low.weights()["weight_ih_l0"] is w1            # cached
+        low.weight_ih_l0_a.mul_(2.0)                           # an in-place change invalidates
+        assert not torch.equal(low.weights()["weight_ih_l0"], w1)
+        b = low(x)[0]
+    assert not torch.equal(a, b)
+    low.weight_ih_l0_a.data.div_(2.0)
+    out = low(x)[0]                                            # with grad: no cache, grads flow
+    out.sum().backward()
+    assert low.weight_ih_l0_a.grad is not None and torch.allclose(out, a, atol=1e-6)

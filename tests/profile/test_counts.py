@@ -155,3 +155,16 @@ def test_per_module_training_flags_restored():
     model[2].eval()  # e.g. a frozen block inside a training model
     count_macs(model, torch.randn(1, 1, 28, 28))
     assert model.training and not model[2].training and model[5].training
+
+
+def test_quantized_and_low_rank_rnns_count_their_recurrence():
+    from dnnzip.factor.lowrank_rnn import from_rnn
+    from dnnzip.quant.rnn import QuantRNN
+    gru = nn.GRU(6, 16, batch_first=True)
+    x = torch.randn(2, 10, 6)
+    dense = total_macs(count_macs(gru, x))
+    assert dense == 10 * 3 * 16 * (6 + 16)
+    assert total_macs(count_macs(QuantRNN.from_float(gru), x)) == dense
+    low = from_rnn(gru, {"weight_hh_l0": 4})
+    # the recurrence on the recomposed weights, plus the one-off 48x4x16 recomposition per call
+    assert total_macs(count_macs(low, x)) == dense + (3 * 16 * 4 * 16) // 2
