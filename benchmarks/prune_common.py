@@ -45,6 +45,51 @@ def latency_ms(model, x, runtime: str = "torch", repeats: int = 50) -> float:
     return float(stats.p50_ms)
 
 
+def interleaved_times(cases: dict, repeats: int = 50, rounds: int = 3) -> dict:
+    """Per-call latencies (ms) of several cases timed in interleaved rounds (dnnzip.runtime
+    sessions, 1 thread): ``cases`` maps a key to (model, input, runtime, repeats or None); each
+    round times every case once, so load drift on a shared machine hits every case alike.
+    Returns key -> list (one per round) of per-call times."""
+    import time
+
+    from dnnzip.runtime import get_runtime
+    prepared = {}
+    for key, (model, x, runtime, rep) in cases.items():
+        prepared[key] = (get_runtime(runtime).prepare(model.eval(), x, threads=1), x,
+                         rep or repeats)
+    got: dict = {key: [] for key in cases}
+    for _ in range(rounds):
+        for key, (session, x, rep) in prepared.items():
+            times = []
+            with session.bind(x) as call:
+                for _ in range(max(3, rep // 10)):
+                    call()
+                for _ in range(rep):
+                    t0 = time.perf_counter_ns()
+                    call()
+                    times.append((time.perf_counter_ns() - t0) / 1e6)
+            got[key].append(times)
+    return got
+
+
+def median_p50(rounds: list) -> float:
+    """The median over rounds of each round's median call (the headline figure)."""
+    import numpy as np
+    return float(np.median([np.percentile(r, 50) for r in rounds]))
+
+
+def low_p10(rounds: list) -> float:
+    """The lowest over rounds of each round's 10th percentile: the low end is the model, the
+    rest is other jobs on a shared machine (the convention of benchmarks/factor_common.py)."""
+    import numpy as np
+    return float(min(np.percentile(r, 10) for r in rounds))
+
+
+def interleaved_ms(cases: dict, repeats: int = 50, rounds: int = 3) -> dict:
+    """key -> median over interleaved rounds of the p50 (ms); see ``interleaved_times``."""
+    return {k: median_p50(v) for k, v in interleaved_times(cases, repeats, rounds).items()}
+
+
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, shared 2-core CPU, torch "
             f"{torch.__version__}, 1 thread")

@@ -2,10 +2,13 @@
 
 Filters are a layer's output channels; removing them removes the next layers' input channels
 too. Coupled layers (residual adds, concatenations, depthwise/group convs, BatchNorm, flatten,
-GRU/LSTM hidden units) are found by ``dnnzip.prune.graph`` and pruned together, so every
-group keeps consistent shapes. Channels are ranked by a criterion (``dnnzip.prune.criteria``):
-l1, l2, bn_scale (with network-slimming training, survey Eq. 2), taylor, thinet (Eq. 3-5) or
-reconstruction (He et al., Eq. 1, with the least-squares refit of the next layer).
+GRU/LSTM hidden units, channel shuffles) are found by ``dnnzip.prune.graph`` and pruned
+together, so every group keeps consistent shapes; where grouped convs or a channel shuffle
+allow only some channel sets (``dnnzip.prune.shuffle``), a group loses the largest allowed
+number up to its ratio (e.g. 6 of 15 channels at ratio 0.5 in the zoo's ShuffleNet). Channels
+are ranked by a criterion (``dnnzip.prune.criteria``): l1, l2, bn_scale (with network-slimming
+training, survey Eq. 2), taylor, thinet (Eq. 3-5) or reconstruction (He et al., Eq. 1, with the
+least-squares refit of the next layer).
 
 Ratios are per layer (``ratio`` with ``layer_ratios`` overrides) or global (one ranking across
 groups, scores normalised by their group mean; ``max_layer_ratio`` caps any one group). The
@@ -133,41 +136,29 @@ def score_groups(model: nn.Module, graph: Graph, config: ChannelPruneConfig, ctx
     return scores, cols
 
 
-def channel_groups(group: Group) -> int:
-    """Grouped convs (not depthwise) in a group must lose the same channels in every conv group."""
-    cg = 1
-    for m, _, _, _ in group.deps():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and 1 < m.groups < max(m.in_channels, m.out_channels):
-            if not (m.groups == m.in_channels == m.out_channels):
-                cg = math.lcm(cg, m.groups)
-    return cg if group.size % cg == 0 else 1
-
-
-def lowest(scores: torch.Tensor, k: int, cg: int = 1) -> list[int]:
-    """The ``k`` lowest-scored channels; with ``cg`` conv groups, the same positions in each."""
-    if cg == 1:
-        return sorted(int(i) for i in torch.argsort(scores, stable=True)[:k])
-    chunk = scores.numel() // cg
-    per = torch.argsort(scores.view(cg, chunk).mean(0), stable=True)[:k // cg]
-    return sorted(int(c * chunk + j) for c in range(cg) for j in per)
+def lowest(group: Group, scores: torch.Tensor, k: int) -> list[int]:
+    """The ``k`` lowest-scored channels of ``group`` (fewer where grouped convs or channel
+    shuffles allow only some sets: ``dnnzip.prune.shuffle.Layout``)."""
+    if group.layout is None:
+        return sorted(int(i) for i in torch.argsort(scores, stable=True)[:max(k, 0)])
+    return group.layout.lowest(scores, k)
 
 
 def select(graph: Graph, scores: dict, config: ChannelPruneConfig) -> dict:
     """Channels to remove per group: name -> sorted list of indices."""
     out = {}
-    cgs = {g.name: channel_groups(g) for g in graph.groups}
     if config.threshold is not None:
         for g in graph.groups:
             s = scores[g.name]
             cap = math.floor(config.max_layer_ratio * g.size)
             cand = [int(i) for i in torch.argsort(s, stable=True)
                     if s[i] < config.threshold * s.max()]
-            out[g.name] = lowest(s, min(len(cand), cap), cgs[g.name])
+            out[g.name] = lowest(g, s, min(len(cand), cap))
         return out
     if config.scope is Scope.LAYER:
         for g in graph.groups:
             k = math.floor(lookup(config.layer_ratios, g.name, config.ratio) * g.size + 1e-9)
-            out[g.name] = lowest(scores[g.name], k, cgs[g.name])
+            out[g.name] = lowest(g, scores[g.name], k)
         return out
     pool = []
     for g in graph.groups:
@@ -184,8 +175,8 @@ def select(graph: Graph, scores: dict, config: ChannelPruneConfig) -> dict:
         if len(out[name]) < caps[name]:
             out[name].append(i)
             budget -= 1
-    return {name: (sorted(v) if cgs[name] == 1 else lowest(scores[name], len(v), cgs[name]))
-            for name, v in out.items()}
+    return {g.name: lowest(g, scores[g.name], len(out[g.name])) if g.layout is not None
+            and not g.layout.trivial else sorted(out[g.name]) for g in graph.groups}
 
 
 def prune_model(model: nn.Module, config: ChannelPruneConfig, ctx: Context) -> dict:

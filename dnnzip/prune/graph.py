@@ -8,10 +8,15 @@ depthwise convs, flattens). Torch-Pruning finds the groups by tracing autograd; 
   while tracing (on CPU PyTorch unrolls RNNs into gate ops, which Torch-Pruning would misread);
 - rules for connection-pruned ``prune.Masked*`` layers (their ``weight_mask`` is pruned too);
 - groups that reach the model output are never pruned (the output shape is kept);
+- channel shuffles (``dnnzip.prune.shuffle``): one opaque node while tracing, indices mapped
+  across the permutation, and each group's ``layout`` says which channel sets may go together
+  (whole shuffle positions, equal losses in every conv group of a grouped conv);
 - a named ``UnsupportedLayerError`` for a layer with parameters and no rule, and for a model
   that cannot be traced.
 
-``register_rule(cls, pruner)`` adds a rule (a Torch-Pruning ``BasePruningFunc``) for a class.
+``register_rule(cls, pruner)`` adds a rule (a Torch-Pruning ``BasePruningFunc``) for a class;
+``register_shuffle(cls)`` declares a channel-shuffle layer; ``register_barrier(cls)`` a layer
+whose channels cannot be followed (groups touching it are left unpruned).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from dnnzip.errors import ConfigError, UnsupportedLayerError
 from dnnzip.prune._util import matches
 from dnnzip.prune.masked import MaskedConv1d, MaskedConv2d, MaskedLinear
 from dnnzip.prune.rnn import RNN_TYPES, RNNHiddenPruner, check_rnn
+from dnnzip.prune.shuffle import (GroupedConvPruner, Layout, ShufflePruner, opaque_shuffles,
+                                  shuffle_types, wire)
 
 _BUILTIN = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear,
             nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
@@ -67,8 +74,8 @@ _RULES: dict[type, tpf.BasePruningFunc] = {
 
 
 class _Barrier(tpf.BasePruningFunc):
-    """A layer that permutes channels in a way the graph cannot follow (e.g. channel shuffle):
-    it joins the groups it touches, and those groups are left unpruned."""
+    """A layer that mixes channels in a way the graph cannot follow: it joins the groups it
+    touches, and those groups are left unpruned."""
 
     TARGET_MODULES = None
 
@@ -88,18 +95,8 @@ _BARRIERS: set[type] = set()
 
 
 def register_barrier(cls: type) -> None:
-    """Channels cannot be traced through ``cls`` (a permutation): groups touching it are kept."""
+    """Channels cannot be traced through ``cls``: groups touching it are kept."""
     _BARRIERS.add(cls)
-
-
-def _default_barriers() -> set[type]:
-    out = set(_BARRIERS)
-    try:
-        from dnnzip.zoo.shufflenet import ChannelShuffle
-        out.add(ChannelShuffle)
-    except ImportError:
-        pass
-    return out
 
 
 def register_rule(cls: type, pruner: tpf.BasePruningFunc) -> None:
@@ -117,6 +114,7 @@ class Group:
     size: int                 # number of channels in the group
     items: Any                # Torch-Pruning group with every channel (for scoring)
     members: list[str]        # names of every layer the group touches
+    layout: Layout | None = None  # which channel sets may be removed (grouped convs, shuffles)
 
     def deps(self):
         """(module, is_output_side, idxs, root_idxs) of every parametrised layer in the group."""
@@ -169,7 +167,8 @@ def _opaque_rnns(model: nn.Module):
 
 
 def _has_rule(m: nn.Module) -> bool:
-    if isinstance(m, nn.MultiheadAttention):  # heads need a head-aware rule: not written yet
+    # heads need the head-aware rule of prune.heads; a layer may also opt out explicitly
+    if isinstance(m, nn.MultiheadAttention) or getattr(m, "channel_prunable", True) is False:
         return False
     return type(m) in _RULES or isinstance(m, _BUILTIN) or not any(
         True for _ in m.parameters(recurse=False))
@@ -204,15 +203,21 @@ class Graph:
         self.model = model
         self.names = {m: n for n, m in model.named_modules()}
         ignored = [m for n, m in model.named_modules() if n and matches(n, ignore)]
-        barriers = _default_barriers()
+        barriers = set(_BARRIERS)
+        shuffles = {c: f for c, f in shuffle_types().items() if c not in barriers}
         rules = dict(_RULES)
+        rules.update({cls: ShufflePruner() for cls in shuffles})
         rules.update({cls: _Barrier() for cls in barriers})
         rules.update({type(m): _Barrier() for m in unruled})  # ignored layers without a rule
         barrier_modules = set(unruled)
+        self.shuffles: dict = {}  # shuffle module -> (groups, channels)
         was_training = model.training
         try:
-            with _opaque_rnns(model), torch.enable_grad():
-                self.dg = tp.DependencyGraph().build_dependency(
+            with _opaque_rnns(model), opaque_shuffles(model, shuffles, self.shuffles), \
+                    torch.enable_grad():
+                dg = tp.DependencyGraph()
+                dg.REGISTERED_PRUNERS[tp.ops.OPTYPE.CONV] = GroupedConvPruner()
+                self.dg = dg.build_dependency(
                     model, example_inputs=example, forward_fn=lambda mod, x: mod(x),
                     customized_pruners=rules, verbose=False)
         except (UnsupportedLayerError, ConfigError):
@@ -225,6 +230,9 @@ class Graph:
         finally:
             model.train(was_training)
         self._check_reached(model, ignore)
+        barrier_modules |= wire(self.dg, self.shuffles)
+        for m in barrier_modules & set(self.shuffles):
+            del self.shuffles[m]
         roots = (nn.Conv1d, nn.Conv2d, nn.Linear) + RNN_TYPES
         self.groups: list[Group] = []
         for g in self.dg.get_all_groups(ignored_layers=ignored, root_module_types=roots):
@@ -241,8 +249,9 @@ class Graph:
             members = [self.names[it.dep.target.module] for it in g
                        if isinstance(it.dep.target.module, nn.Module)
                        and it.dep.target.module in self.names]
-            self.groups.append(Group(self.names[root], root, g[0].dep.handler, len(g[0].idxs),
-                                     g, members))
+            size = len(g[0].idxs)
+            self.groups.append(Group(self.names[root], root, g[0].dep.handler, size, g, members,
+                                     Layout.of(size, g, self.shuffles)))
 
     def _check_reached(self, model: nn.Module, ignore: Sequence[str]) -> None:
         """Every layer with weights must be on the autograd path to the output."""
