@@ -11,17 +11,24 @@
 
 ``kd_loss_fn(teacher, T, alpha)`` wraps ``kd_loss`` into the trainer's
 ``loss_fn(model, x, y, logits)`` hook so any recipe step can fine-tune with distillation.
+``kd_loss_fn(..., cache=data.train)`` precomputes the teacher's logits on that split once
+(``CachedTeacher``), so a KD epoch costs about what a cross-entropy epoch costs (one digest per
+input instead of a teacher forward pass); valid because the teacher is frozen and the inputs are
+not augmented (an input not in the cache, e.g. an augmented or a validation image, falls back to
+a teacher forward pass, so the result is the same either way).
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from dnnzip.errors import ConfigError
+from dnnzip.errors import ConfigError, DataError
 
 
 def check_temperature(T: float, where: str = "distillation") -> None:
@@ -111,12 +118,85 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return teacher(x)
 
 
+def _row_keys(x: torch.Tensor) -> list[bytes]:
+    """One 16-byte digest of the exact bytes of each sample of the batch ``x``."""
+    rows = x.detach().to("cpu", torch.float32).contiguous().flatten(1).numpy()
+    return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+
+
+class CachedTeacher(nn.Module):
+    """A frozen teacher whose logits on ``dataset`` are computed once and then looked up.
+
+    Hinton et al. [61] train the student on the teacher's soft targets over a fixed transfer set;
+    with a frozen, eval-mode teacher and un-augmented inputs those targets never change, so
+    computing them once gives the same loss as querying the teacher every step, at the cost of
+    one teacher pass over the data instead of one per epoch.
+    The key is a digest of each input's exact bytes, so the lookup works through any shuffling
+    or batching of the same samples (``dnnzip.train.fit``'s loader included); identical inputs
+    share one entry, which is right since a frozen eval-mode teacher maps them to the same logits.
+    Inputs that are not in the cache are sent through the teacher (counted in ``misses``).
+    """
+
+    def __init__(self, teacher: nn.Module, dataset: Dataset, *, batch_size: int = 512):
+        super().__init__()
+        if not isinstance(teacher, nn.Module):
+            raise ConfigError(f"CachedTeacher: the teacher must be an nn.Module, got "
+                              f"{type(teacher).__name__}")
+        try:
+            n = len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            raise ConfigError("CachedTeacher: cache= must be a sized Dataset of (x, y) samples "
+                              f"(e.g. data.train), got {type(dataset).__name__}.") from None
+        if n == 0:
+            raise DataError("CachedTeacher: the dataset to cache is empty; pass the training "
+                            "split the student is trained on (e.g. data.train).")
+        self.teacher = teacher.eval()
+        self.hits = self.misses = 0
+        self._rows: dict[bytes, int] = {}  # input digest -> row of self.logits (first occurrence)
+        chunks, pos = [], 0
+        dev = next((p.device for p in teacher.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                x = batch[0]
+                chunks.append(self.teacher(x.to(dev)).float().cpu())
+                for key in _row_keys(x):
+                    self._rows.setdefault(key, pos)
+                    pos += 1
+        self.logits = torch.cat(chunks)
+
+    def train(self, mode: bool = True) -> "CachedTeacher":
+        # the wrapped teacher stays in eval mode whatever the caller asks
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keys = _row_keys(x)
+        found = [self._rows.get(k) for k in keys]
+        missing = [i for i, r in enumerate(found) if r is None]
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        if not missing:
+            return self.logits[found].to(x.device)
+        with torch.no_grad():
+            fresh = self.teacher(x[missing]).float()
+        out = torch.empty(len(keys), self.logits.shape[1], device=x.device)
+        hit = [i for i, r in enumerate(found) if r is not None]
+        if hit:
+            out[hit] = self.logits[[found[i] for i in hit]].to(x.device)
+        out[missing] = fresh.to(x.device)
+        return out
+
+
 def kd_loss_fn(teacher: nn.Module, T: float = 4.0, alpha: float = 0.9, *,
-               temperature: float | None = None) -> Callable:
+               temperature: float | None = None, cache: Dataset | None = None) -> Callable:
     """A ``loss_fn(model, x, y, logits)`` for ``dnnzip.train.fit``: Hinton KD against ``teacher``.
 
     ``temperature`` is an alias of ``T`` (recipe steps spell it out). The hook uses a private
     eval-mode copy of the teacher, so neither its weights nor its training flag change.
+    ``cache``: a dataset (normally the training split, un-augmented) whose teacher logits are
+    precomputed once (``CachedTeacher``); the loss is the same, only cheaper. The hook's
+    ``.teacher`` attribute is the (cached) teacher it queries.
     """
     if temperature is not None:
         T = temperature
@@ -128,8 +208,11 @@ def kd_loss_fn(teacher: nn.Module, T: float = 4.0, alpha: float = 0.9, *,
     frozen = copy.deepcopy(teacher).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
+    if cache is not None:
+        frozen = CachedTeacher(frozen, cache)
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor):
         return kd_loss(logits, teacher_logits(frozen, x), y, T=T, alpha=alpha)
 
+    loss_fn.teacher = frozen  # type: ignore[attr-defined]
     return loss_fn

@@ -95,3 +95,56 @@ def test_kd_loss_fn_accepts_the_recipe_spelling_and_keeps_teacher_mode():
     torch.testing.assert_close(a, b)  # the private copy runs in eval mode (no dropout noise)
     with pytest.raises(ConfigError, match="alpha"):
         kd_loss_fn(teacher, alpha=1.5)
+
+
+def test_cached_teacher_logits_equal_live_teacher_through_a_shuffled_fit_loader(digits, teacher):
+    from dnnzip.distill.losses import CachedTeacher
+    live, cached = kd_loss_fn(teacher, T=4.0, alpha=0.8), kd_loss_fn(teacher, T=4.0, alpha=0.8,
+                                                                       cache=digits.train)
+    assert isinstance(cached.teacher, CachedTeacher) and not cached.teacher.teacher.training
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    for x, y in digits.loader("train", batch_size=50, shuffle=True, seed=3):
+        logits = student(x)
+        torch.testing.assert_close(cached(student, x, y, logits), live(student, x, y, logits),
+                                   rtol=1e-5, atol=1e-6)
+    assert cached.teacher.hits == len(digits.train) and cached.teacher.misses == 0
+
+
+def test_cached_teacher_falls_back_on_unseen_inputs_and_stays_in_eval(digits, teacher):
+    from dnnzip.distill.losses import CachedTeacher
+    torch.manual_seed(0)
+    t = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Dropout(0.5))  # dropout shows train mode
+    ct = CachedTeacher(t, digits.train)
+    ct.train()
+    assert not ct.teacher.training
+    x_seen = torch.stack([digits.train[i][0] for i in range(3)])
+    x_new = x_seen + 0.5
+    out = ct(torch.cat([x_seen, x_new]))
+    with torch.no_grad():
+        ref = t.eval()(torch.cat([x_seen, x_new]))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    assert (ct.hits, ct.misses) == (3, 3)
+
+
+def test_cached_teacher_rejects_empty_or_unsized_cache():
+    from torch.utils.data import TensorDataset
+
+    from dnnzip.errors import DataError
+    empty = TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(DataError, match="empty"):
+        kd_loss_fn(nn.Linear(4, 3), cache=empty)
+    with pytest.raises(ConfigError, match="sized Dataset"):
+        kd_loss_fn(nn.Linear(4, 3), cache=iter([]))
+
+
+def test_kd_loss_fn_queries_the_teacher_in_eval_mode_and_leaves_its_flag():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.9)).train()
+    fn = kd_loss_fn(teacher, T=2.0, alpha=1.0)
+    student, x = nn.Linear(4, 3), torch.randn(16, 4)
+    logits = student(x)
+    a, b = fn(student, x, None, logits), fn(student, x, None, logits)
+    torch.testing.assert_close(a, b)  # dropout active in the teacher would make these differ
+    assert teacher.training  # the caller's module keeps its own flag
+    torch.testing.assert_close(a, kd_loss(logits, teacher.eval()(x), None, T=2.0))
+    assert fn.teacher is not teacher
