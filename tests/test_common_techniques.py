@@ -24,8 +24,22 @@ from dnnzip.registry import Context
 MODELS = {
     "lenet5": dict(shape=(1, 28, 28)),
     "gru": dict(shape=(1, 40)),
+    "minilm": dict(tokens=16),  # a tiny random BERT-style classifier on token ids
 }
 TECHNIQUES = registry.names()
+
+
+def token_data(length: int, vocab: int, n: int = 192):
+    """Random token ids (id 0 is padding) with labels from a fixed rule, as a DataBundle."""
+    from torch.utils.data import TensorDataset
+    from dnnzip.data.bundle import DataBundle
+    g = torch.Generator().manual_seed(0)
+
+    def split(count):
+        ids = torch.randint(1, vocab, (count, length), generator=g)
+        return TensorDataset(ids, ids[:, 0] % 10)
+    return DataBundle(name="tokens", train=split(n), val=split(48), test=split(48),
+                      calib=split(32), input_shape=(length,), num_classes=10)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +47,13 @@ def contexts():
     out = {}
     for name, spec in MODELS.items():
         torch.manual_seed(0)
-        model = zoo.build(name).eval()
-        data = synthetic(spec["shape"], 10, n=192, seed=0)
+        if "tokens" in spec:
+            from dnnzip.zoo.minilm import TINY
+            model = zoo.build(name, **{**TINY, "pretrained": False, "num_classes": 10}).eval()
+            data = token_data(spec["tokens"], vocab=TINY.get("vocab_size", 100))
+        else:
+            model = zoo.build(name).eval()
+            data = synthetic(spec["shape"], 10, n=192, seed=0)
         ctx = Context(data=data, teacher=model, example_input=data.example_input(4), epochs=1,
                       batch_size=32, max_batches=2, seed=0, progress=False)
         out[name] = (model, ctx)

@@ -32,7 +32,7 @@ from dnnzip.distill.halting import fit_student
 from dnnzip.distill.kd import check_pair
 from dnnzip.distill.losses import kd_loss, teacher_logits
 from dnnzip.distill.report import accuracy, distill_report, predict, record
-from dnnzip.errors import DataError
+from dnnzip.errors import DataError, UnsupportedLayerError
 from dnnzip.registry import Context, fresh_copy, technique
 
 SHIFTS = ("rotate", "noise", "invert")
@@ -162,6 +162,13 @@ def adapt(teacher: nn.Module, source: Any, target: Any, ctx: Context, labelled: 
 def apply_domain(model: nn.Module, config: DomainConfig, ctx: Context) -> nn.Module:
     """Return a copy of the student trained on the target domain by cross-domain distillation."""
     source = require_data(ctx, "distill.domain")
+    if ctx.extra.get("target_data") is None:
+        x = source.train[0][0] if len(source.train) else None
+        if isinstance(x, torch.Tensor) and not torch.is_floating_point(x):
+            raise UnsupportedLayerError(
+                f"distill.domain's built-in shifts act on float features, but this model takes "
+                f"{x.dtype} inputs (e.g. token ids); pass the target domain as "
+                "ctx.extra['target_data'].")
     target = ctx.extra.get("target_data") or shift_domain(
         source, config.shift, severity=config.severity or None, seed=ctx.seed)
     if len(target.train) == 0:
