@@ -14,7 +14,8 @@ DEMO_BUDGET = dict(max_size="64KB", min_accuracy="0.88")
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DNNZIP_CACHE", Path.home() / ".cache" / "dnnzip"))
+    from dnnzip.io import cache_root
+    return cache_root()
 
 
 def trained_lenet5(data, *, epochs: int, progress: bool):

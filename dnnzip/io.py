@@ -1,4 +1,4 @@
-"""Atomic file writes: every file dnnzip writes appears whole or not at all."""
+"""Atomic file writes (every file dnnzip writes appears whole or not at all) and the cache folder."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,12 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def cache_root() -> Path:
+    """dnnzip's cache folder: ``$DNNZIP_CACHE``, else ``~/.cache/dnnzip`` (trained demo weights,
+    compiled kernels, downloads)."""
+    return Path(os.environ.get("DNNZIP_CACHE") or Path.home() / ".cache" / "dnnzip")
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> int:

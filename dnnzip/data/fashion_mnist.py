@@ -63,7 +63,8 @@ def download_dir(data_dir: str | os.PathLike | None = None) -> Path:
         return Path(data_dir)
     if os.environ.get("DNNZIP_DATA"):
         return Path(os.environ["DNNZIP_DATA"]) / "fashion-mnist"
-    return Path.home() / ".cache" / "dnnzip" / "fashion-mnist"
+    from dnnzip.io import cache_root
+    return cache_root() / "fashion-mnist"
 
 
 def normalise(images: np.ndarray) -> np.ndarray:

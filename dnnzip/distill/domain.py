@@ -51,12 +51,25 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return F.grid_sample(x.unsqueeze(0), grid, align_corners=False).squeeze(0)
 
 
+def integer_inputs(ds: Dataset):
+    """The dtype of ``ds``'s inputs if they are integer tensors (token ids), else None; read from
+    the first sample only."""
+    x = ds[0][0] if len(ds) else None
+    return x.dtype if isinstance(x, torch.Tensor) and not torch.is_floating_point(x) else None
+
+
 class ShiftedDataset(Dataset):
     """A deterministic domain shift of ``base``: sample i always gets the same perturbation."""
 
     def __init__(self, base: Dataset, kind: str, severity: float, seed: int = 0):
         if kind not in SHIFTS:
             raise DataError(f"unknown domain shift {kind!r}; expected one of {', '.join(SHIFTS)}")
+        dtype = integer_inputs(base)
+        if dtype is not None:
+            raise DataError("distill.domain's built-in shifts (rotate, noise, invert) act on "
+                            f"float features; this dataset gives {dtype} inputs (e.g. token "
+                            "ids). Pass the shifted target domain yourself as "
+                            "ctx.extra['target_data'].")
         self.base, self.kind, self.severity, self.seed = base, kind, float(severity), seed
 
     def __len__(self) -> int:
@@ -64,11 +77,6 @@ class ShiftedDataset(Dataset):
 
     def __getitem__(self, i: int):
         x, y = self.base[i][:2]
-        if isinstance(x, torch.Tensor) and not torch.is_floating_point(x):
-            raise DataError("distill.domain's built-in shifts (rotate, noise, invert) act on "
-                            f"float features; this dataset gives {x.dtype} inputs (e.g. token "
-                            "ids). Pass the shifted target domain yourself as "
-                            "ctx.extra['target_data'].")
         x = torch.as_tensor(x, dtype=torch.float32)
         if self.kind == "rotate":
             x = rotate(x, self.severity)
@@ -162,13 +170,12 @@ def adapt(teacher: nn.Module, source: Any, target: Any, ctx: Context, labelled: 
 def apply_domain(model: nn.Module, config: DomainConfig, ctx: Context) -> nn.Module:
     """Return a copy of the student trained on the target domain by cross-domain distillation."""
     source = require_data(ctx, "distill.domain")
-    if ctx.extra.get("target_data") is None:
-        x = source.train[0][0] if len(source.train) else None
-        if isinstance(x, torch.Tensor) and not torch.is_floating_point(x):
-            raise UnsupportedLayerError(
-                f"distill.domain's built-in shifts act on float features, but this model takes "
-                f"{x.dtype} inputs (e.g. token ids); pass the target domain as "
-                "ctx.extra['target_data'].")
+    dtype = integer_inputs(source.train)
+    if ctx.extra.get("target_data") is None and dtype is not None:
+        raise UnsupportedLayerError(  # a model kind the built-in shifts cannot serve
+            f"distill.domain's built-in shifts act on float features, but this model takes "
+            f"{dtype} inputs (e.g. token ids); pass the target domain as "
+            "ctx.extra['target_data'].")
     target = ctx.extra.get("target_data") or shift_domain(
         source, config.shift, severity=config.severity or None, seed=ctx.seed)
     if len(target.train) == 0:

@@ -2,7 +2,8 @@
 
 ``load(name)`` compiles ``dnnzip/kernels/<name>.c`` once with the system C compiler (the one
 ``dnnzip.runtime.c.compiler`` finds: ``$CC``, else ``cc``/``gcc``/``clang``) and caches the shared
-library under ``$DNNZIP_KERNEL_CACHE`` (default ``~/.cache/dnnzip/kernels``; the temp folder if that is not writable), keyed by a hash
+library under ``$DNNZIP_KERNEL_CACHE`` (default ``dnnzip.io.cache_root() / "kernels"``; the
+temp folder if that is not writable), keyed by a hash
 of the source, the compiler, the flags and the CPU's feature flags (``-march=native`` code must
 not run on another CPU sharing the cache), so a changed source or compiler builds anew. Flags are
 ``-O3 -std=c99 -march=native -fPIC -shared``; if the compiler refuses ``-march=native`` they are
@@ -31,8 +32,9 @@ _errors: dict[str, str] = {}
 
 
 def cache_dir() -> Path:
+    from dnnzip.io import cache_root
     env = os.environ.get("DNNZIP_KERNEL_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "dnnzip" / "kernels"
+    return Path(env) if env else cache_root() / "kernels"
 
 
 def _cpu() -> str:

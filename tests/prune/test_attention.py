@@ -17,12 +17,7 @@ from dnnzip.zoo.minilm import PACKAGE, minilm, tiny_minilm
 H, D, FFN = 4, 8, 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(seed=0, **kw):

@@ -18,12 +18,7 @@ SENTENCES = ["A man is eating food.", "The quick brown fox jumps over the lazy d
              "Pruning attention heads of a sentence encoder for edge devices."]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(seed=0, **kw):

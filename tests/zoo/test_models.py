@@ -25,12 +25,7 @@ CASES = [(n, kw, s) for n in IMAGE for kw, s in IMAGE_GEOMETRIES] + \
         [(n, kw, s) for n in SERIES for kw, s in SERIES_GEOMETRIES]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def built(name, seed=0, **kwargs):
