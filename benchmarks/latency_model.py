@@ -2,7 +2,7 @@
 configurations, profiled on torch eager with 1 thread) predicts whole-model latency of
 held-out architectures with MAPE <= 10 %, better than a MACs-only linear fit.
 
-    .venv/bin/python benchmarks/latency_model.py           # 60 train / 20 held-out archs + zoo
+    .venv/bin/python benchmarks/latency_model.py           # 60 train / 20 held-out archs + zoo (~25 s idle)
     .venv/bin/python benchmarks/latency_model.py --quick   # 24 train / 8 held-out archs
 
 Training data: the layer configurations of random *training* architectures plus randomly

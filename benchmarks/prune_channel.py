@@ -36,14 +36,14 @@ CRITERIA = ["l1", "l2", "bn_scale", "taylor", "thinet", "reconstruction"]
 PEER = "peer: Torch-Pruning MagnitudePruner (L1)"
 
 
-def tp_magnitude(base, x, ratio, data, ft, lr):
+def tp_magnitude(base, x, ratio, data, ft, lr, seed=0):
     model = copy.deepcopy(base)
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
                                        pruning_ratio=ratio, ignored_layers=[last])
     pruner.step()
     if ft:
-        fit(model, data, TrainSettings(epochs=ft, lr=lr, batch_size=128))
+        fit(model, data, TrainSettings(epochs=ft, lr=lr, batch_size=128, seed=seed))
     return model.eval()
 
 
@@ -64,11 +64,13 @@ def cached_baseline(name, data, epochs, lr, cache, limit):
 
 
 def latencies(models: dict, x1, x64, repeats: int, rounds: int) -> dict:
-    """name -> {b1, b64, ort} -> per-round lists of call times (ms), interleaved rounds."""
+    """name -> {b1, b64, ort} -> per-round lists of call times (ms), interleaved rounds: each
+    round times every model at batch 1, then every model at batch 64, then every model on ONNX
+    Runtime, starting one case later each round (``rotate``)."""
     kinds = {"b1": (x1, "torch", repeats), "b64": (x64, "torch", max(5, repeats // 5)),
              "ort": (x1, "onnxruntime", repeats)}
-    got = interleaved_times({(n, k): (m, x, rt, rep) for n, m in models.items()
-                             for k, (x, rt, rep) in kinds.items()}, repeats, rounds)
+    got = interleaved_times({(n, k): (m, x, rt, rep) for k, (x, rt, rep) in kinds.items()
+                             for n, m in models.items()}, repeats, rounds, rotate=True)
     return {n: {k: got[(n, k)] for k in kinds} for n in models}
 
 
@@ -77,12 +79,13 @@ def _slug(method: str) -> str:
 
 
 def run(name, data, ep, ft, ratio, lr, repeats, rounds, criteria, cache, limit, log,
-        latency_only=False):
+        latency_only=False, seed=0):
     """Train (or load) every method of one model, then time them all; returns (median rows,
     quietest-round rows)."""
     base, base_t = cached_baseline(name, data, ep, lr, cache, limit)
     x1, x64 = data.example_input(1), torch.stack([data.test[i][0] for i in range(64)])
-    mdir = os.path.join(cache, f"{name}_n{limit or 'all'}_e{ep}_ft{ft}_r{ratio:g}_lr{lr:g}")
+    mdir = os.path.join(cache, f"{name}_n{limit or 'all'}_e{ep}_ft{ft}_r{ratio:g}_lr{lr:g}"
+                        + (f"_s{seed}" if seed else ""))
     os.makedirs(mdir, exist_ok=True)
     rows_path = os.path.join(mdir, "rows.json")
     saved = json.load(open(rows_path)) if os.path.exists(rows_path) else {}
@@ -101,10 +104,10 @@ def run(name, data, ep, ft, ratio, lr, repeats, rounds, criteria, cache, limit, 
             continue
         with Timer() as t:
             if method == PEER:
-                out = tp_magnitude(base, x1, ratio, data, ft, lr)
+                out = tp_magnitude(base, x1, ratio, data, ft, lr, seed)
             else:
                 ctx = Context(data=data, example_input=x1, epochs=ft, lr=lr, batch_size=128,
-                              seed=0)
+                              seed=seed)
                 out = apply("prune.channel", base, {"criterion": method.split()[1],
                                                     "ratio": ratio}, ctx)
         a = accuracy(out, data)
@@ -154,6 +157,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
     ap.add_argument("--cache", default=os.path.join("runs", "prune_channel"))
     ap.add_argument("--log", default=None, help="append every row as JSON to this file")
+    ap.add_argument("--ft-seed", type=int, default=0,
+                    help="seed of every method's fine-tune (same baseline; data order, dropout)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only time the models an earlier run with the same settings saved")
     args = ap.parse_args()
@@ -173,12 +178,12 @@ def main() -> None:
             "torch b64 ms", "x b64", "ORT b1 ms", "x ORT", "time s"]
     print(f"## prune.channel at ratio {args.ratio} per group (equal MACs for every method), "
           f"Fashion-MNIST ({len(data.train)} train / {len(data.test)} test), baseline {ep} "
-          f"epochs, fine-tune {ft} epoch(s) for every method; latency: median of {args.rounds} "
+          f"epochs, fine-tune {ft} epoch(s) for every method (seed {args.ft_seed}); latency: median of {args.rounds} "
           f"interleaved rounds of p50 over {repeats} calls (batch 64: {max(5, repeats // 5)})"
           f"\n\nMachine: {machine()}\n", flush=True)
     for name in args.models.split(","):
         rows, quiet = run(name, data, ep, ft, args.ratio, 1e-3, repeats, args.rounds, criteria,
-                          args.cache, limit, args.log, args.latency_only)
+                          args.cache, limit, args.log, args.latency_only, args.ft_seed)
         print(table(rows, cols) + "\n", flush=True)
         print(f"Same models and calls, low-end latency (lowest of the {args.rounds} rounds' 10th "
               "percentiles; less disturbed by other jobs):\n", flush=True)

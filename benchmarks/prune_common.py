@@ -45,11 +45,15 @@ def latency_ms(model, x, runtime: str = "torch", repeats: int = 50) -> float:
     return float(stats.p50_ms)
 
 
-def interleaved_times(cases: dict, repeats: int = 50, rounds: int = 3) -> dict:
+def interleaved_times(cases: dict, repeats: int = 50, rounds: int = 3,
+                      rotate: bool = False) -> dict:
     """Per-call latencies (ms) of several cases timed in interleaved rounds (dnnzip.runtime
     sessions, 1 thread): ``cases`` maps a key to (model, input, runtime, repeats or None); each
     round times every case once, so load drift on a shared machine hits every case alike.
-    Returns key -> list (one per round) of per-call times."""
+    ``rotate``: round r starts at case r (mod n), so no case always runs right after the same
+    neighbour (a batch-64 call or an ONNX Runtime session leaves the caches and the CPU in a
+    different state for whatever is timed next). Returns key -> list (one per round) of
+    per-call times."""
     import time
 
     from dnnzip.runtime import get_runtime
@@ -58,8 +62,10 @@ def interleaved_times(cases: dict, repeats: int = 50, rounds: int = 3) -> dict:
         prepared[key] = (get_runtime(runtime).prepare(model.eval(), x, threads=1), x,
                          rep or repeats)
     got: dict = {key: [] for key in cases}
-    for _ in range(rounds):
-        for key, (session, x, rep) in prepared.items():
+    order = list(prepared.items())
+    for r in range(rounds):
+        shift = r % len(order) if rotate and order else 0
+        for key, (session, x, rep) in order[shift:] + order[:shift]:
             times = []
             with session.bind(x) as call:
                 for _ in range(max(3, rep // 10)):

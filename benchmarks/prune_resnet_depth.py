@@ -10,6 +10,7 @@ beside the baseline and the channel-only model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import warnings
 
@@ -18,25 +19,32 @@ import torch
 from benchmarks.prune_channel import cached_baseline, latencies
 from benchmarks.prune_common import (Timer, accuracy, fashion, low_p10, machine, macs,
                                      median_p50, params, table)
+from dnnzip.recipe import finetune_step
 from dnnzip.registry import Context, apply
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=int, default=20000)
+    ap.add_argument("--train", type=int, default=20000, help="training pool; 0 = all")
     ap.add_argument("--epochs", type=int, default=5, help="baseline epochs (cached)")
     ap.add_argument("--ft", type=int, default=3, help="fine-tune epochs, every method")
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cache", default=os.path.join("runs", "prune_channel"))
+    ap.add_argument("--ft-seed", type=int, default=0, help="seed of every plan's fine-tune")
+    ap.add_argument("--plans", default=None,
+                    help="comma-separated plan labels to run (default: all); see PLANS")
     args = ap.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
-    data = fashion(args.train)
-    base, _ = cached_baseline("resnet", data, args.epochs, 1e-3, args.cache, args.train)
+    limit = args.train or None  # 0: all of Fashion-MNIST (54k train / 6k val / 10k test)
+    data = fashion(limit)
+    base, _ = cached_baseline("resnet", data, args.epochs, 1e-3, args.cache, limit)
     x1, x64 = data.example_input(1), torch.stack([data.test[i][0] for i in range(64)])
-    ctx = Context(data=data, example_input=x1, epochs=args.ft, lr=1e-3, batch_size=128, seed=0)
-    nofit = Context(data=data, example_input=x1, epochs=0, lr=1e-3, batch_size=128, seed=0)
+    seed = args.ft_seed
+    ctx = Context(data=data, example_input=x1, epochs=args.ft, lr=1e-3, batch_size=128, seed=seed)
+    nofit = Context(data=data, example_input=x1, epochs=0, lr=1e-3, batch_size=128, seed=seed)
+    kd_ctx = dataclasses.replace(ctx, teacher=base)
     plans = {
         "channel l1 0.5": lambda: apply("prune.channel", base, {"criterion": "l1", "ratio": 0.5},
                                         ctx),
@@ -44,24 +52,61 @@ def main() -> None:
         "layer 0.5 + channel l1 0.3": lambda: apply(
             "prune.channel", apply("prune.layer", base, {"ratio": 0.5, "finetune": False}, nofit),
             {"criterion": "l1", "ratio": 0.3}, ctx),
+        "channel bn_scale 0.5": lambda: apply(
+            "prune.channel", base, {"criterion": "bn_scale", "ratio": 0.5}, ctx),
+        "layer 0.25 + channel bn_scale 0.5": lambda: apply(
+            "prune.channel", apply("prune.layer", base, {"ratio": 0.25, "finetune": False}, nofit),
+            {"criterion": "bn_scale", "ratio": 0.5}, ctx),
+        "layer 0.25 + channel bn_scale 0.4": lambda: apply(
+            "prune.channel", apply("prune.layer", base, {"ratio": 0.25, "finetune": False}, nofit),
+            {"criterion": "bn_scale", "ratio": 0.4}, ctx),
+        "layer 0.25 + channel bn_scale 0.4 round_to 8": lambda: apply(
+            "prune.channel", apply("prune.layer", base, {"ratio": 0.25, "finetune": False}, nofit),
+            {"criterion": "bn_scale", "ratio": 0.4, "round_to": 8}, ctx),
+        # the same shapes, fine-tuned with Hinton KD from the dense baseline instead of CE
+        # (recipe step ``finetune`` with distill=true; T=4, alpha=0.5 as chosen in issue 6)
+        "layer 0.25 + channel bn_scale 0.5 + KD fine-tune": lambda: finetune_step(
+            apply("prune.channel", apply("prune.layer", base, {"ratio": 0.25, "finetune": False},
+                                         nofit),
+                  {"criterion": "bn_scale", "ratio": 0.5, "finetune": False}, nofit),
+            {"epochs": args.ft, "distill": True, "temperature": 4.0, "alpha": 0.5}, kd_ctx),
     }
+    if args.plans:
+        wanted = args.plans.split(",")
+        unknown = [p for p in wanted if p not in plans]
+        if unknown:
+            raise SystemExit(f"unknown plan(s) {unknown}; choose from {list(plans)}")
+        plans = {k: v for k, v in plans.items() if k in wanted}
     base_acc = accuracy(base, data)
     models, rows = {"dense baseline": base}, [{"method": "dense baseline", "acc %": 100 * base_acc,
                                                "drop pt": 0.0, "time s": 0.0}]
+    # trained plans are cached (benchmark-local pickles of this script's own output), so a
+    # rerun with the same settings only times them again
+    mdir = os.path.join(args.cache, f"resnet_depth_n{limit or 'all'}_e{args.epochs}_ft{args.ft}"
+                        + (f"_s{seed}" if seed else ""))
+    os.makedirs(mdir, exist_ok=True)
     for label, make in plans.items():
-        with Timer() as t:
-            m = make().eval()
+        path = os.path.join(mdir, "".join(c if c.isalnum() else "_" for c in label) + ".pt")
+        if os.path.exists(path):
+            m, secs = torch.load(path, weights_only=False)
+        else:
+            with Timer() as t:
+                m = make().eval()
+            secs = t.s
+            torch.save((m, secs), path + ".tmp")
+            os.replace(path + ".tmp", path)
+        m.eval()
         a = accuracy(m, data)
         models[label] = m
         rows.append({"method": label, "acc %": 100 * a, "drop pt": 100 * (base_acc - a),
-                     "time s": t.s})
-        print(f"  {label}: acc {100 * a:.2f} % ({t.s:.0f} s)", flush=True)
+                     "time s": secs})
+        print(f"  {label}: acc {100 * a:.2f} % ({secs:.0f} s)", flush=True)
     lat = latencies(models, x1, x64, args.repeats, args.rounds)
     cols = ["method", "acc %", "drop pt", "MACs", "params", "torch b1 ms", "x b1", "torch b64 ms",
             "x b64", "ORT b1 ms", "x ORT", "time s"]
     print(f"## ResNet depth + channel pruning, Fashion-MNIST ({len(data.train)} train / "
           f"{len(data.test)} test), baseline {args.epochs} epochs, fine-tune {args.ft} epochs "
-          f"per method\n\nMachine: {machine()}\n")
+          f"per method (seed {seed})\n\nMachine: {machine()}\n")
     for stat, f in (("median of rounds' p50", median_p50), ("low-end p10", low_p10)):
         b = {k: f(v) for k, v in lat["dense baseline"].items()}
         out = []

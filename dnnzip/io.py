@@ -14,16 +14,31 @@ def cache_root() -> Path:
     return Path(os.environ.get("DNNZIP_CACHE") or Path.home() / ".cache" / "dnnzip")
 
 
+def _file_mode(path: Path) -> int:
+    """The permission bits a plain ``open(path, "w")`` would give: an existing file keeps its
+    own, a new one gets 0o666 minus the umask. (``mkstemp`` creates 0o600 files, which would make
+    every artifact unreadable to other users, a web server or a deploy account.)"""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> int:
     """Write ``data`` to ``path`` via a temp file in the same folder, fsync, and ``os.replace``.
 
     A failure at any point removes the temp file and leaves an existing ``path`` untouched.
-    Returns the bytes written.
+    The file gets the permissions a plain write would (``_file_mode``). Returns the bytes
+    written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -570,10 +570,8 @@ class LatencyModel:
         return model
 
     def save(self, path: str | os.PathLike) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f)
-        os.replace(tmp, path)
+        from dnnzip.io import atomic_write
+        atomic_write(path, json.dumps(self.to_dict()).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyModel":

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from torch import nn
 
 from dnnzip.errors import ConfigError
+from dnnzip.io import atomic_write
 from dnnzip.prune._util import accuracy
 from dnnzip.registry import Context
 
@@ -67,16 +68,12 @@ class SensitivityResult:
 
 
 def _atomic(path, write, text: bool) -> str:
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w" if text else "wb", **({"newline": ""} if text else {})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    """Render with ``write(file)`` into memory, then ``dnnzip.io.atomic_write`` it."""
+    buf = io.StringIO(newline="") if text else io.BytesIO()
+    write(buf)
+    data = buf.getvalue()
+    atomic_write(path, data.encode("utf-8") if text else data)
+    return os.fspath(path)
 
 
 def sensitivity(model: nn.Module, ctx: Context, *, kind: str = "channel",

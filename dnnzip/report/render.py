@@ -13,6 +13,7 @@ import platform
 from pathlib import Path
 
 from dnnzip.errors import DataError
+from dnnzip.io import atomic_write
 from dnnzip.report import plots
 
 
@@ -96,9 +97,7 @@ def render_run(run_dir: str | os.PathLike) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>dnnzip report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     out = run / "report.html"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
+    atomic_write(out, page.encode("utf-8"))
     return out
 
 

@@ -137,6 +137,32 @@ def test_threshold_mode_and_layer_overrides(h):
     assert out.c3.out_channels == 6
 
 
+def test_round_to_keeps_multiples_and_the_best_channels(h):
+    from dnnzip import zoo
+    from dnnzip.prune.channel import rounded_removal
+    assert [rounded_removal(16, 6, 8), rounded_removal(32, 12, 8), rounded_removal(64, 25, 8)] \
+        == [8, 8, 24]  # keep 10 -> 8, 20 -> 24 (ties round up), 39 -> 40
+    assert rounded_removal(8, 4, 8) == 0 and rounded_removal(12, 8, 8) == 4  # never below 8
+    assert rounded_removal(20, 7, 1) == 7 and rounded_removal(16, 0, 8) == 0
+    m = zoo.build("resnet").eval()
+    ctx = Context(example_input=torch.randn(1, 1, 28, 28))
+    plain = apply("prune.channel", m, {"ratio": 0.4, "finetune": False}, ctx)
+    out = apply("prune.channel", m, {"ratio": 0.4, "round_to": 8, "finetune": False}, ctx)
+    widths = [c.out_channels for c in plain.modules() if isinstance(c, nn.Conv2d)]
+    assert 10 in widths and 39 in widths  # what ratio 0.4 leaves of 16 and 64 channels
+    rounded = sorted({c.out_channels for c in out.modules() if isinstance(c, nn.Conv2d)})
+    assert rounded == [8, 24, 40]
+    assert out(ctx.example_input).shape == (1, 10)
+    # rounding 10 -> 8 drops the two lowest-scored of the 10 channels ratio 0.4 keeps
+
+    def origin(pruned):  # indices of the original stem filters a pruned model kept
+        same = (m.conv1.weight[:, None] == pruned.conv1.weight[None]).flatten(2).all(-1)
+        return {int(i) for i in torch.nonzero(same)[:, 0]}
+    assert len(origin(out)) == 8 and origin(out) < origin(plain)
+    with pytest.raises(ConfigError, match="round_to"):
+        ChannelPruneConfig(round_to=0)
+
+
 def test_grouped_conv_loses_same_channels_in_every_group(h):
     m = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.ReLU(),
                       nn.Conv2d(12, 12, 1, groups=3), nn.ReLU(),
