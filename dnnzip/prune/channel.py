@@ -60,9 +60,10 @@ class ChannelPruneConfig:
     calib_batches: calibration batches for data-driven criteria.
     finetune: fine-tune for ``ctx.epochs`` after pruning.
     ignore: layers (names or "re:" patterns) whose output channels are kept.
-    round_to: keep a multiple of this many channels in every group (the nearest multiple of
-        what the ratio leaves, at least ``round_to``; a group no wider than ``round_to`` is kept
-        whole; groups behind a channel shuffle keep their balanced layout instead). Kernels
+    round_to: keep a multiple of this many channels in every pruned group (the nearest multiple
+        of what the ratio leaves, ties up, at least ``round_to``; a group the ratio leaves whole,
+        or no wider than ``round_to``, is kept whole; groups behind a channel shuffle keep their
+        balanced layout instead; rounding down may exceed ``max_layer_ratio``). Kernels
         vectorise over channels, so widths such as 10, 19 or 39 can run slower than wider
         multiples of 8: "MACs fell but the model is not faster" (Torch-Pruning's ``round_to``).
     """
