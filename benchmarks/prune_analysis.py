@@ -19,7 +19,6 @@ Uses the 5-epoch VGG-BN baseline that ``prune_channel.py --train 20000 --epochs 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import warnings
 
@@ -27,6 +26,7 @@ import torch
 
 from benchmarks.prune_channel import cached_baseline
 from benchmarks.prune_common import Timer, accuracy, fashion, machine, macs, params, table
+from dnnzip.io import atomic_json
 from dnnzip.prune.search import search_ratios
 from dnnzip.prune.sensitivity import sensitivity
 from dnnzip.registry import Context, apply
@@ -72,10 +72,7 @@ def main() -> None:
         res = search_ratios(base, sctx, n_trials=args.trials, keep_range=(0.2, 1.0),
                             criterion="l1", max_batches=args.val_batches, population=10, seed=0,
                             finetune_epochs=1 if args.search_ft_batches else 0)
-    out = os.path.join(OUT, f"search_ft{args.search_ft_batches}.json")
-    with open(out + ".tmp", "w") as f:
-        json.dump(res.to_dict(), f, indent=1)
-    os.replace(out + ".tmp", out)
+    atomic_json(os.path.join(OUT, f"search_ft{args.search_ft_batches}.json"), res.to_dict())
     how = (f"each candidate fine-tuned on {args.search_ft_batches} batches"
            if args.search_ft_batches else "no fine-tune")
     print(f"## NSGA-II ({args.trials} trials, {t_search.s:.0f} s): Pareto front (val, {how})\n")
@@ -95,7 +92,7 @@ def main() -> None:
     if at_budget:
         best = max(at_budget, key=lambda p: p["accuracy"])
         plans["NSGA-II best at <= uniform-0.5 MACs"] = {
-            "ratio": 0.0, "layer_ratios": {k: round(1 - v, 6) for k, v in best["keep"].items()}}
+            "ratio": 0.0, "layer_ratios": res.layer_ratios(best)}
     rows = [{"plan": "dense baseline", "test acc %": 100 * accuracy(base, data),
              "MACs": macs(base, x1), "params": params(base), "time s": 0.0}]
     for label, cfg in plans.items():

@@ -178,8 +178,8 @@ def main() -> None:
             "torch b64 ms", "x b64", "ORT b1 ms", "x ORT", "time s"]
     print(f"## prune.channel at ratio {args.ratio} per group (equal MACs for every method), "
           f"Fashion-MNIST ({len(data.train)} train / {len(data.test)} test), baseline {ep} "
-          f"epochs, fine-tune {ft} epoch(s) for every method (seed {args.ft_seed}); latency: median of {args.rounds} "
-          f"interleaved rounds of p50 over {repeats} calls (batch 64: {max(5, repeats // 5)})"
+          f"epochs, fine-tune {ft} epoch(s) for every method (seed {args.ft_seed}); latency: "
+          f"median of {args.rounds} interleaved rounds of p50 over {repeats} calls (batch 64: {max(5, repeats // 5)})"
           f"\n\nMachine: {machine()}\n", flush=True)
     for name in args.models.split(","):
         rows, quiet = run(name, data, ep, ft, args.ratio, 1e-3, repeats, args.rounds, criteria,

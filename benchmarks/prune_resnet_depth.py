@@ -45,30 +45,30 @@ def main() -> None:
     ctx = Context(data=data, example_input=x1, epochs=args.ft, lr=1e-3, batch_size=128, seed=seed)
     nofit = Context(data=data, example_input=x1, epochs=0, lr=1e-3, batch_size=128, seed=seed)
     kd_ctx = dataclasses.replace(ctx, teacher=base)
+    def depth_then_channel(layer_ratio, channel, run_ctx=ctx):
+        """``prune.layer`` (no fine-tune), then ``prune.channel`` with ``channel`` options."""
+        shallower = apply("prune.layer", base, {"ratio": layer_ratio, "finetune": False}, nofit)
+        return apply("prune.channel", shallower, channel, run_ctx)
+
     plans = {
         "channel l1 0.5": lambda: apply("prune.channel", base, {"criterion": "l1", "ratio": 0.5},
                                         ctx),
         "layer 0.5": lambda: apply("prune.layer", base, {"ratio": 0.5}, ctx),
-        "layer 0.5 + channel l1 0.3": lambda: apply(
-            "prune.channel", apply("prune.layer", base, {"ratio": 0.5, "finetune": False}, nofit),
-            {"criterion": "l1", "ratio": 0.3}, ctx),
+        "layer 0.5 + channel l1 0.3": lambda: depth_then_channel(
+            0.5, {"criterion": "l1", "ratio": 0.3}),
         "channel bn_scale 0.5": lambda: apply(
             "prune.channel", base, {"criterion": "bn_scale", "ratio": 0.5}, ctx),
-        "layer 0.25 + channel bn_scale 0.5": lambda: apply(
-            "prune.channel", apply("prune.layer", base, {"ratio": 0.25, "finetune": False}, nofit),
-            {"criterion": "bn_scale", "ratio": 0.5}, ctx),
-        "layer 0.25 + channel bn_scale 0.4": lambda: apply(
-            "prune.channel", apply("prune.layer", base, {"ratio": 0.25, "finetune": False}, nofit),
-            {"criterion": "bn_scale", "ratio": 0.4}, ctx),
-        "layer 0.25 + channel bn_scale 0.4 round_to 8": lambda: apply(
-            "prune.channel", apply("prune.layer", base, {"ratio": 0.25, "finetune": False}, nofit),
-            {"criterion": "bn_scale", "ratio": 0.4, "round_to": 8}, ctx),
+        "layer 0.25 + channel bn_scale 0.5": lambda: depth_then_channel(
+            0.25, {"criterion": "bn_scale", "ratio": 0.5}),
+        "layer 0.25 + channel bn_scale 0.4": lambda: depth_then_channel(
+            0.25, {"criterion": "bn_scale", "ratio": 0.4}),
+        "layer 0.25 + channel bn_scale 0.4 round_to 8": lambda: depth_then_channel(
+            0.25, {"criterion": "bn_scale", "ratio": 0.4, "round_to": 8}),
         # the same shapes, fine-tuned with Hinton KD from the dense baseline instead of CE
         # (recipe step ``finetune`` with distill=true; T=4, alpha=0.5 as chosen in issue 6)
         "layer 0.25 + channel bn_scale 0.5 + KD fine-tune": lambda: finetune_step(
-            apply("prune.channel", apply("prune.layer", base, {"ratio": 0.25, "finetune": False},
-                                         nofit),
-                  {"criterion": "bn_scale", "ratio": 0.5, "finetune": False}, nofit),
+            depth_then_channel(0.25, {"criterion": "bn_scale", "ratio": 0.5, "finetune": False},
+                               nofit),
             {"epochs": args.ft, "distill": True, "temperature": 4.0, "alpha": 0.5}, kd_ctx),
     }
     if args.plans:

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from dnnzip.errors import ConfigError, FormatError, UnsupportedLayerError
+from dnnzip.io import atomic_write
 
 KINDS = ("conv2d", "dwconv2d", "conv1d", "linear", "rnn", "elementwise", "functional")
 CALL = "call"  # a non-profiled module call: no tree, only the calibration's per-call cost
@@ -570,7 +571,6 @@ class LatencyModel:
         return model
 
     def save(self, path: str | os.PathLike) -> None:
-        from dnnzip.io import atomic_write
         atomic_write(path, json.dumps(self.to_dict()).encode("utf-8"))
 
     @classmethod

@@ -28,9 +28,10 @@ class SearchResult:
     front: list[dict] = field(default_factory=list)
     knee: dict = field(default_factory=dict)
 
-    def layer_ratios(self) -> dict[str, float]:
-        """The knee's per-layer *pruning* ratios, ready for ``ChannelPruneConfig.layer_ratios``."""
-        return {k: round(1.0 - v, 6) for k, v in self.knee["keep"].items()}
+    def layer_ratios(self, point: dict | None = None) -> dict[str, float]:
+        """Per-layer *pruning* ratios of ``point`` (a trial or front entry; default the knee),
+        ready for ``ChannelPruneConfig.layer_ratios``."""
+        return {k: round(1.0 - v, 6) for k, v in (point or self.knee)["keep"].items()}
 
     def to_dict(self) -> dict:
         return {"trials": self.trials, "front": self.front, "knee": self.knee}
